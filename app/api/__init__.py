@@ -1,0 +1,1 @@
+"""HTTP layer: controllers, dependencies, problem responses and middleware."""

@@ -1,0 +1,155 @@
+"""Map every error to an RFC 9457 problem response.
+
+Bodies never carry stack traces or SQL. Field errors list each problem as
+``{"field": ..., "message": ...}``, with the field as a dotted path such as
+``turns.0.content``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.errors import (
+    EngramError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from app.logging import get_logger
+
+if TYPE_CHECKING:
+    from litestar import Request, Response
+
+log = get_logger("http")
+
+PROBLEM_BASE = "urn:engram:problem:"
+
+
+def _problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=status,
+        type_=PROBLEM_BASE + slug,
+        title=title,
+        detail=detail,
+        extra=extra or None,
+        headers=headers,
+    )
+
+
+def _field_name(key: str, source: str | None) -> str:
+    if source in {"query", "path", "header", "cookie"}:
+        return key
+    return key or "body"
+
+
+def validation_problem(error: ValidationException) -> ProblemDetailsException:
+    errors: list[dict[str, str]] = []
+    if isinstance(error.extra, list):
+        for item in error.extra:
+            if isinstance(item, dict):
+                errors.append(
+                    {
+                        "field": _field_name(str(item.get("key", "")), item.get("source")),
+                        "message": str(item.get("message", "")),
+                    }
+                )
+    fields = ", ".join(entry["field"] for entry in errors) or "the request"
+    return _problem(
+        422,
+        "invalid-input",
+        "Invalid input",
+        f"Fix the invalid value of {fields} and send the request again.",
+        errors=errors,
+    )
+
+
+def domain_problem(error: EngramError) -> ProblemDetailsException:
+    if isinstance(error, InvalidInputError):
+        too_large = error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        return _problem(
+            error.status_code,
+            "too-large" if too_large else "invalid-input",
+            "Payload too large" if too_large else "Invalid input",
+            error.message,
+            errors=[{"field": error.field, "message": error.message}],
+        )
+    if isinstance(error, NotFoundError):
+        return _problem(404, "not-found", "Not found", str(error))
+    if isinstance(error, ServiceUnavailableError):
+        return _problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            f"{error.dependency} is unavailable; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+    log.error("http.unmapped_domain_error", error_type=type(error).__name__)
+    return _problem(500, "internal", "Internal server error", "The server failed; see its logs.")
+
+
+def http_problem(error: HTTPException) -> ProblemDetailsException:
+    if error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        return _problem(
+            413,
+            "too-large",
+            "Payload too large",
+            "The request body is larger than ENGRAM_MAX_REQUEST_BYTES allows; "
+            "send less per request.",
+        )
+    title = str(error.detail) if error.detail else "HTTP error"
+    detail = title
+    if error.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
+        title, detail = "Internal server error", "The server failed; see its logs."
+    return ProblemDetailsException(
+        status_code=error.status_code,
+        type_="about:blank",
+        title=title,
+        detail=detail,
+        headers=error.headers,
+    )
+
+
+def unavailable_problem(_: Exception) -> ProblemDetailsException:
+    return _problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        "A storage backend (Redis or Postgres) is unavailable; retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def internal_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.error(
+        "http.unhandled_error",
+        exc_info=error,
+        path=request.url.path,
+        error_type=type(error).__name__,
+    )
+    problem = _problem(500, "internal", "Internal server error", "The server failed; see its logs.")
+    return problem.to_response(request)
+
+
+def problem_config() -> ProblemDetailsConfig:
+    from app.worker import TRANSIENT_ERRORS  # noqa: PLC0415  (the same list the worker retries)
+
+    mapping: dict[type[Exception], Any] = {
+        ValidationException: validation_problem,
+        HTTPException: http_problem,
+        EngramError: domain_problem,
+    }
+    for error_type in TRANSIENT_ERRORS:
+        if issubclass(error_type, Exception):
+            mapping[error_type] = unavailable_problem
+    return ProblemDetailsConfig(exception_to_problem_detail_map=mapping)

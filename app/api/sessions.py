@@ -1,0 +1,61 @@
+"""Sessions and their short-term turn windows."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, post
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from app import schemas
+from app.api.deps import CursorQuery, LimitQuery, SessionIdPath, UserIdQuery
+from app.service import MemoryService
+
+
+class SessionController(Controller):
+    path = "/v1"
+    tags = ("sessions",)
+
+    @post("/sessions/{session_id:str}/turns", status_code=HTTP_202_ACCEPTED)
+    async def append_turns(
+        self,
+        service: MemoryService,
+        tenant: str,
+        session_id: SessionIdPath,
+        data: schemas.AppendTurnsRequest,
+    ) -> schemas.AppendTurnsResponse:
+        """Append turns to a session window and queue them for long-term memory.
+
+        A turn id sent again is stored once and reported as a duplicate.
+        """
+        return await service.append_turns(tenant, session_id, data)
+
+    @get("/sessions/{session_id:str}/turns")
+    async def list_turns(
+        self,
+        service: MemoryService,
+        tenant: str,
+        session_id: SessionIdPath,
+        user_id: UserIdQuery,
+        limit: LimitQuery = None,
+        cursor: CursorQuery = None,
+    ) -> schemas.TurnPage:
+        """Return the session window, oldest turn first, one page at a time."""
+        return await service.list_turns(tenant, user_id, session_id, limit, cursor)
+
+    @delete("/sessions/{session_id:str}")
+    async def delete_session(
+        self, service: MemoryService, tenant: str, session_id: SessionIdPath, user_id: UserIdQuery
+    ) -> None:
+        """Delete a session: its window, its long-term memories and its unpromoted turns."""
+        await service.delete_session(tenant, user_id, session_id)
+
+    @get("/users/{user_id:str}/sessions")
+    async def list_sessions(
+        self,
+        service: MemoryService,
+        tenant: str,
+        user_id: SessionIdPath,
+        limit: LimitQuery = None,
+        cursor: CursorQuery = None,
+    ) -> schemas.SessionList:
+        """Return a user's sessions with turn counts and last activity, newest first."""
+        return await service.list_sessions(tenant, user_id, limit, cursor)

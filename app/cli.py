@@ -1,0 +1,199 @@
+"""The ``engram`` command: run the service and worker, migrate, import, and query."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from app.client import EngramHTTP, ServiceError
+
+console = Console()
+err_console = Console(stderr=True)
+
+URL_OPTION = click.option(
+    "--url",
+    envvar="ENGRAM_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Base URL of a running Engram service (env ENGRAM_URL).",
+)
+
+
+@click.group()
+@click.version_option(package_name="engram")
+def main() -> None:
+    """Engram: memory for AI agents and chatbots."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@main.command()
+@click.option("--host", envvar="ENGRAM_HOST", default=None, help="Interface to bind.")
+@click.option("--port", envvar="ENGRAM_PORT", type=int, default=None, help="TCP port.")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the HTTP API (embedded Redis and Postgres unless REDIS_URL/DATABASE_URL are set)."""
+    import uvicorn  # noqa: PLC0415  (only this command needs the server)
+
+    from app.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@main.command()
+def worker() -> None:
+    """Run a promotion worker as its own process (external mode)."""
+    from app.logging import configure_logging  # noqa: PLC0415
+    from app.runtime import open_runtime  # noqa: PLC0415
+    from app.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    configure_logging(settings.server)
+    if settings.redis.url is None or settings.database.url is None:
+        raise click.UsageError(
+            "engram worker needs REDIS_URL and DATABASE_URL; in embedded mode "
+            "`engram serve` runs the worker itself"
+        )
+
+    async def run() -> None:
+        runtime = await open_runtime(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await runtime.new_worker().run(stop)
+        finally:
+            await runtime.close()
+
+    asyncio.run(run())
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations and exit."""
+    from app.logging import configure_logging  # noqa: PLC0415
+    from app.runtime import open_runtime  # noqa: PLC0415
+    from app.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    settings.database.auto_migrate = True
+    configure_logging(settings.server)
+
+    async def run() -> None:
+        runtime = await open_runtime(settings)
+        await runtime.close()
+
+    asyncio.run(run())
+    console.print("The database schema is current.")
+
+
+@main.group(name="import")
+def import_group() -> None:
+    """Import conversations through the API."""
+
+
+@import_group.command(name="locomo")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@URL_OPTION
+@click.option("--batch-size", type=int, default=50, show_default=True, help="Turns per request.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait until every imported turn is in long-term memory.",
+)
+@click.option("--timeout", type=float, default=900, show_default=True, help="Wait limit, s.")
+def import_locomo(path: Path, url: str, batch_size: int, wait: bool, timeout: float) -> None:
+    """Load a LoCoMo file: one user per conversation, one session per LoCoMo session."""
+    from app.importer import import_conversations  # noqa: PLC0415
+    from app.locomo import load_locomo  # noqa: PLC0415
+
+    conversations = load_locomo(path)
+    with EngramHTTP(url) as client:
+        _fail_on_service_error(
+            lambda: import_conversations(
+                client, conversations, batch_size=batch_size, wait=wait, timeout_s=timeout
+            )
+        )
+
+
+@main.command()
+@click.argument("query")
+@click.option("--user", "user_id", required=True, help="User whose memories to search.")
+@click.option("--session", "session_id", default=None, help="Only this session's memories.")
+@click.option("--limit", type=int, default=10, show_default=True, help="Hits to show.")
+@URL_OPTION
+def search(query: str, user_id: str, session_id: str | None, limit: int, url: str) -> None:
+    """Search a user's long-term memory from the shell."""
+    body: dict[str, Any] = {"user_id": user_id, "query": query, "limit": limit}
+    if session_id:
+        body["session_id"] = session_id
+    with EngramHTTP(url) as client:
+        result = _fail_on_service_error(lambda: client.post("/v1/memories/search", body))
+
+    table = Table(title=f"Memories of {user_id} for: {query}")
+    for column in ("rank", "score", "session", "occurred", "content"):
+        table.add_column(column)
+    for rank, hit in enumerate(result["hits"], start=1):
+        table.add_row(
+            str(rank),
+            f"{hit['score']:.3f}",
+            hit["session_id"] or "",
+            hit["occurred_at"][:16],
+            hit["content"],
+        )
+    console.print(table)
+
+
+@main.command()
+@click.argument("query", required=False)
+@click.option("--user", "user_id", required=True, help="User to build context for.")
+@click.option("--session", "session_id", default=None, help="Session whose window to include.")
+@click.option("--budget", type=int, default=None, help="Token budget (default: the service's).")
+@URL_OPTION
+def context(
+    query: str | None, user_id: str, session_id: str | None, budget: int | None, url: str
+) -> None:
+    """Show the prompt-ready context the service would hand an LLM."""
+    body: dict[str, Any] = {"user_id": user_id}
+    if query:
+        body["query"] = query
+    if session_id:
+        body["session_id"] = session_id
+    if budget:
+        body["token_budget"] = budget
+    with EngramHTTP(url) as client:
+        result = _fail_on_service_error(lambda: client.post("/v1/context", body))
+
+    for message in result["messages"]:
+        console.rule(f"[bold]{message['role']}")
+        console.print(message["content"], markup=False, highlight=False)
+    console.rule()
+    console.print(
+        f"{len(result['memories'])} memories, {result['token_count']} of "
+        f"{result['token_budget']} tokens"
+    )
+
+
+def _fail_on_service_error(call: Any) -> Any:
+    try:
+        return call()
+    except ServiceError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise SystemExit(1) from error

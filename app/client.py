@@ -1,0 +1,68 @@
+"""A small synchronous HTTP client for the CLI, with retries on overload and outages."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Self
+
+import httpx
+
+RETRY_STATUSES = {429, 502, 503, 504}
+
+
+class ServiceError(Exception):
+    """Raised when the service rejects a request or cannot be reached after retries."""
+
+
+class EngramHTTP:
+    """Calls a running Engram service and returns decoded JSON bodies."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 60.0, retries: int = 5) -> None:
+        self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
+        self._retries = retries
+        self.base_url = base_url
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._client.close()
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._request("POST", path, json=body)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        delay = 0.5
+        for attempt in range(self._retries + 1):
+            last_try = attempt == self._retries
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                if last_try:
+                    raise ServiceError(
+                        f"cannot reach {self.base_url}: {error}; is `engram serve` running?"
+                    ) from error
+            else:
+                if response.status_code not in RETRY_STATUSES or last_try:
+                    return _decode(response)
+                delay = max(delay, float(response.headers.get("retry-after", delay)))
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json() if response.content else None
+    try:
+        problem = response.json()
+        detail = problem.get("detail") or problem.get("title")
+    except ValueError:
+        detail = response.text[:200]
+    raise ServiceError(
+        f"{response.request.method} {response.request.url.path} "
+        f"returned {response.status_code}: {detail}"
+    )

@@ -1,0 +1,1 @@
+"""Long-term memory storage: tables, engine, migrations and queries."""

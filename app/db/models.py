@@ -1,0 +1,71 @@
+"""Tables of long-term memory.
+
+The ``embedding`` column has no dimension here; the migration creates it
+as ``vector(N)`` for the configured model, and ``embedding_space`` records
+which model and dimension the stored vectors belong to.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import BigInteger, Column, DateTime, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+class Memory(SQLModel, table=True):
+    """One long-term memory: a promoted turn, and later facts and summaries."""
+
+    __tablename__ = "memories"
+
+    id: UUID = Field(primary_key=True)
+    tenant_id: str = Field(sa_type=Text, nullable=False)
+    user_id: str = Field(sa_type=Text, nullable=False)
+    agent_id: str | None = Field(default=None, sa_type=Text)
+    session_id: str | None = Field(default=None, sa_type=Text)
+    kind: str = Field(sa_type=Text, nullable=False)
+    role: str | None = Field(default=None, sa_type=Text)
+    content: str = Field(sa_type=Text, nullable=False)
+    content_hash: str = Field(sa_type=Text, nullable=False)
+    turn_id: str | None = Field(default=None, sa_type=Text)
+    embedding: list[float] = Field(sa_column=Column(Vector(), nullable=False))
+    embedding_model: str = Field(sa_type=Text, nullable=False)
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column("metadata", JSONB, nullable=False, server_default="{}"),
+    )
+    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class EmbeddingSpace(SQLModel, table=True):
+    """The model and dimension of every vector in ``memories``; one row."""
+
+    __tablename__ = "embedding_space"
+
+    id: int = Field(default=1, primary_key=True)
+    model: str = Field(sa_type=Text, nullable=False)
+    dimension: int = Field(nullable=False)
+    created_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+class DeletedSession(SQLModel, table=True):
+    """A session deleted by a user; promotion skips events accepted before ``deleted_ms``."""
+
+    __tablename__ = "deleted_sessions"
+
+    tenant_id: str = Field(sa_type=Text, primary_key=True)
+    user_id: str = Field(sa_type=Text, primary_key=True)
+    session_id: str = Field(sa_type=Text, primary_key=True)
+    deleted_ms: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -1,0 +1,76 @@
+"""Structured logging for the API, the worker and the CLI.
+
+Every record is a structlog event with a fixed name and key/value fields.
+Context bound with ``structlog.contextvars`` (request id, tenant, session)
+appears on every record logged while it is bound. Memory content, queries
+and credentials are never passed to a logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import structlog
+from litestar.logging.config import StructLoggingConfig
+
+if TYPE_CHECKING:
+    from structlog.typing import Processor
+
+    from app.settings import ServerSettings
+
+
+def _wants_json(settings: ServerSettings) -> bool:
+    if settings.log_format == "auto":
+        return not sys.stderr.isatty()
+    return settings.log_format == "json"
+
+
+def _processors(as_json: bool) -> list[Processor]:
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if as_json:
+        return [
+            *shared,
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ]
+    return [*shared, structlog.dev.ConsoleRenderer()]
+
+
+def configure_logging(settings: ServerSettings) -> StructLoggingConfig:
+    """Configure structlog and the standard library, and return Litestar's logging config."""
+    as_json = _wants_json(settings)
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    processors = _processors(as_json)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that log through the standard library (uvicorn, alembic) share the level.
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "sentence_transformers", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+    return StructLoggingConfig(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+        log_exceptions="always",
+        # Handled 4xx responses are expected outcomes, not errors worth a stack trace.
+        disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, 429},
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """Return a structlog logger that names its component."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(component=name)
+    return logger

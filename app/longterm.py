@@ -1,0 +1,218 @@
+"""Long-term memory in Postgres: idempotent writes, scoped reads and deletes.
+
+Every query names the tenant and the user, so no call here can reach
+another scope's rows. Search lives in ``retrieval``; this module owns the
+writes and the lookups by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
+
+from app.db.models import DeletedSession, EmbeddingSpace, Memory
+from app.errors import EmbeddingModelMismatchError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from app.shortterm import StoredTurn
+
+# Fixed namespace: a turn's memory id is derived from its scope and turn id,
+# so every retry of the same turn writes the same row.
+_TURN_NAMESPACE = uuid.UUID("5b1f7d1e-8c43-4d5e-9a39-2f0a4e6c8b11")
+
+_MEMORY_TABLE = Memory.__table__  # type: ignore[attr-defined]
+_TOMBSTONE_TABLE = DeletedSession.__table__  # type: ignore[attr-defined]
+_SPACE_TABLE = EmbeddingSpace.__table__  # type: ignore[attr-defined]
+
+
+def turn_memory_id(tenant_id: str, user_id: str, session_id: str, turn_id: str) -> uuid.UUID:
+    """Return the id of the memory a turn becomes; the same inputs give the same id."""
+    return uuid.uuid5(_TURN_NAMESPACE, f"{tenant_id}|{user_id}|{session_id}|{turn_id}")
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    session_id: str
+    stored_turns: int
+    last_occurred_at: datetime
+
+
+class LongTermStore:
+    """Reads and writes the ``memories`` table."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def check_embedding_space(self, model: str, dimension: int) -> None:
+        """Record the model on first use; raise when the stored vectors came from another."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(_SPACE_TABLE)
+                .values(id=1, model=model, dimension=dimension)
+                .on_conflict_do_nothing()
+            )
+            row = (
+                await connection.execute(select(_SPACE_TABLE.c.model, _SPACE_TABLE.c.dimension))
+            ).one()
+
+        if row.dimension != dimension:
+            raise EmbeddingModelMismatchError(
+                f"the database holds {row.dimension}-dimension vectors from model {row.model!r}, "
+                f"but EMBEDDINGS_MODEL={model!r} makes {dimension}-dimension vectors; "
+                "configure the original model or use a new database"
+            )
+        if row.model != model:
+            raise EmbeddingModelMismatchError(
+                f"the database holds vectors from model {row.model!r}, but EMBEDDINGS_MODEL="
+                f"{model!r}; vectors of different models cannot be compared, so configure "
+                "the original model or use a new database"
+            )
+
+    async def insert_turns(
+        self, turns: Iterable[StoredTurn], vectors: list[list[float]], model: str
+    ) -> int:
+        """Insert one memory per turn, skipping turns stored before; return how many were new."""
+        rows = [
+            {
+                "id": turn_memory_id(turn.tenant_id, turn.user_id, turn.session_id, turn.turn_id),
+                "tenant_id": turn.tenant_id,
+                "user_id": turn.user_id,
+                "session_id": turn.session_id,
+                "kind": "turn",
+                "role": turn.role,
+                "content": turn.content,
+                "content_hash": content_hash(turn.content),
+                "turn_id": turn.turn_id,
+                "embedding": vector,
+                "embedding_model": model,
+                "metadata": turn.metadata,
+                "occurred_at": turn.occurred_at,
+            }
+            for turn, vector in zip(turns, vectors, strict=True)
+        ]
+        if not rows:
+            return 0
+        statement = (
+            insert(_MEMORY_TABLE)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(_MEMORY_TABLE.c.id)
+        )
+        async with self._engine.begin() as connection:
+            inserted = (await connection.execute(statement)).all()
+        return len(inserted)
+
+    async def get(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> Memory | None:
+        statement = select(_MEMORY_TABLE).where(
+            _MEMORY_TABLE.c.tenant_id == tenant_id,
+            _MEMORY_TABLE.c.user_id == user_id,
+            _MEMORY_TABLE.c.id == memory_id,
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(statement)).mappings().one_or_none()
+        return None if row is None else _to_memory(row)
+
+    async def delete(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> bool:
+        statement = delete(_MEMORY_TABLE).where(
+            _MEMORY_TABLE.c.tenant_id == tenant_id,
+            _MEMORY_TABLE.c.user_id == user_id,
+            _MEMORY_TABLE.c.id == memory_id,
+        )
+        async with self._engine.begin() as connection:
+            result = await connection.execute(statement)
+        return bool(result.rowcount)
+
+    async def delete_session(
+        self, tenant_id: str, user_id: str, session_id: str, deleted_ms: int
+    ) -> int:
+        """Delete a session's memories and record the deletion time; return rows deleted.
+
+        The record makes the worker drop events of this session that were
+        accepted before ``deleted_ms`` but not promoted yet.
+        """
+        tombstone = insert(_TOMBSTONE_TABLE).values(
+            tenant_id=tenant_id, user_id=user_id, session_id=session_id, deleted_ms=deleted_ms
+        )
+        tombstone = tombstone.on_conflict_do_update(
+            index_elements=["tenant_id", "user_id", "session_id"],
+            set_={"deleted_ms": func.greatest(_TOMBSTONE_TABLE.c.deleted_ms, deleted_ms)},
+        )
+        statement = delete(_MEMORY_TABLE).where(
+            _MEMORY_TABLE.c.tenant_id == tenant_id,
+            _MEMORY_TABLE.c.user_id == user_id,
+            _MEMORY_TABLE.c.session_id == session_id,
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(tombstone)
+            result = await connection.execute(statement)
+        return int(result.rowcount)
+
+    async def deletion_times(
+        self, scopes: set[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], int]:
+        """Return the deletion time (ms) of each (tenant, user, session) that was deleted."""
+        if not scopes:
+            return {}
+        columns = (
+            _TOMBSTONE_TABLE.c.tenant_id,
+            _TOMBSTONE_TABLE.c.user_id,
+            _TOMBSTONE_TABLE.c.session_id,
+        )
+        statement = select(*columns, _TOMBSTONE_TABLE.c.deleted_ms).where(
+            tuple_(*columns).in_(list(scopes))
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return {(row[0], row[1], row[2]): int(row[3]) for row in rows}
+
+    async def session_stats(self, tenant_id: str, user_id: str) -> list[SessionStats]:
+        """Return each session of the user with its count of stored turns."""
+        statement = (
+            select(
+                _MEMORY_TABLE.c.session_id,
+                func.count().label("stored"),
+                func.max(_MEMORY_TABLE.c.occurred_at).label("last"),
+            )
+            .where(
+                _MEMORY_TABLE.c.tenant_id == tenant_id,
+                _MEMORY_TABLE.c.user_id == user_id,
+                _MEMORY_TABLE.c.kind == "turn",
+                _MEMORY_TABLE.c.session_id.is_not(None),
+            )
+            .group_by(_MEMORY_TABLE.c.session_id)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return [SessionStats(row.session_id, int(row.stored), row.last) for row in rows]
+
+    async def count(self, tenant_id: str | None = None) -> int:
+        statement = select(func.count()).select_from(_MEMORY_TABLE)
+        if tenant_id is not None:
+            statement = statement.where(_MEMORY_TABLE.c.tenant_id == tenant_id)
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(statement)).scalar_one())
+
+    async def ping(self) -> bool:
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+
+def _to_memory(row: Any) -> Memory:
+    values = dict(row)
+    values["metadata_"] = values.pop("metadata")
+    return Memory.model_construct(**values)

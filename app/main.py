@@ -1,0 +1,97 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.problem_details import ProblemDetailsPlugin
+
+from app import __version__
+from app.api.deps import provide_service, provide_tenant
+from app.api.health import health, ready
+from app.api.memories import MemoryController
+from app.api.middleware import RequestContextMiddleware
+from app.api.problems import internal_error_handler, problem_config
+from app.api.sessions import SessionController
+from app.logging import configure_logging, get_logger
+from app.runtime import Runtime, open_runtime
+from app.service import MemoryService
+from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+log = get_logger("app")
+
+WORKER_STOP_TIMEOUT_S = 10.0
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
+    """Build the app; it opens its own runtime at start-up unless one is passed in."""
+    settings = settings or (runtime.settings if runtime else load_settings())
+    logging_config = configure_logging(settings.server)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = runtime is None
+        active = runtime or await open_runtime(settings)
+        app.state.runtime = active
+        app.state.settings = settings
+        app.state.service = MemoryService(active)
+
+        stop = asyncio.Event()
+        worker_task: asyncio.Task[None] | None = None
+        if settings.worker_in_process:
+            worker_task = asyncio.create_task(active.new_worker().run(stop), name="promotion")
+        log.info("app.started", host=settings.server.host, port=settings.server.port)
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await _stop_worker(worker_task)
+            if owned:
+                await active.close()
+            log.info("app.stopped")
+
+    return Litestar(
+        route_handlers=[SessionController, MemoryController, health, ready],
+        dependencies={
+            "service": Provide(provide_service, sync_to_thread=False),
+            "tenant": Provide(provide_tenant, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        middleware=[RequestContextMiddleware()],
+        plugins=[ProblemDetailsPlugin(problem_config())],
+        exception_handlers={Exception: internal_error_handler},
+        logging_config=logging_config,
+        request_max_body_size=settings.server.max_request_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Engram",
+            version=__version__,
+            description="Memory for AI agents and chatbots.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+    )
+
+
+async def _stop_worker(task: asyncio.Task[None]) -> None:
+    """Let the worker finish its batch; cancel it after a timeout (nothing unstored is acked)."""
+    try:
+        await asyncio.wait_for(task, timeout=WORKER_STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("app.worker_cancelled", timeout_s=WORKER_STOP_TIMEOUT_S)
+    except Exception:
+        log.exception("app.worker_failed")
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

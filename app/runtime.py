@@ -1,0 +1,151 @@
+"""Open and close everything a process needs: servers, clients, model, stores.
+
+The API and the standalone worker both start from ``open_runtime``; the app
+factory hands the result to handlers through dependency injection, so tests
+can build one runtime and share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db import migrate
+from app.embedded import EmbeddedServers
+from app.errors import ConfigurationError
+from app.keys import KeyBuilder
+from app.logging import get_logger
+from app.longterm import LongTermStore
+from app.settings import to_sqlalchemy_url
+from app.shortterm import ShortTermStore
+from app.stream import TurnStream
+from app.worker import PromotionWorker
+from embeddings import Embedder, create_embedder
+from prompts import load_prompts
+from retrieval.search import SemanticSearch
+from retrieval.tokens import TiktokenCounter
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from app.settings import Settings
+    from prompts import Prompt
+
+log = get_logger("runtime")
+
+
+@dataclass
+class Runtime:
+    """Connected clients and stores of one process."""
+
+    settings: Settings
+    redis: Redis
+    engine: AsyncEngine
+    embedder: Embedder
+    short_term: ShortTermStore
+    long_term: LongTermStore
+    stream: TurnStream
+    search: SemanticSearch
+    counter: TiktokenCounter
+    prompts: dict[str, Prompt]
+    embedded: EmbeddedServers | None
+
+    def new_worker(self, consumer: str | None = None) -> PromotionWorker:
+        return PromotionWorker(
+            self.stream, self.long_term, self.embedder, self.settings.worker, consumer
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+        if self.embedded is not None:
+            await anyio.to_thread.run_sync(self.embedded.stop)
+        log.info("runtime.closed")
+
+
+def _resolve_urls(settings: Settings) -> tuple[str, str, EmbeddedServers | None]:
+    redis_url = settings.redis.url
+    database_url = settings.database.url
+    if redis_url is not None and database_url is not None:
+        return redis_url, database_url, None
+
+    embedded = EmbeddedServers(settings.server.data_dir.resolve())
+    if redis_url is None:
+        redis_url = embedded.start_redis()
+    if database_url is None:
+        database_url = embedded.start_postgres()
+    return redis_url, database_url, embedded
+
+
+async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
+    """Start or connect to Redis and Postgres, load the model, and migrate the schema."""
+    prompts = load_prompts()
+    counter = TiktokenCounter(settings.memory.tokenizer)
+    redis_url, database_url, embedded = await anyio.to_thread.run_sync(_resolve_urls, settings)
+    log.info(
+        "runtime.starting",
+        mode="external" if embedded is None else "embedded",
+        embedding_model=settings.embeddings.model,
+    )
+
+    redis = Redis.from_url(
+        redis_url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.socket_timeout_s,
+        health_check_interval=30,
+    )
+    engine = create_async_engine(
+        to_sqlalchemy_url(database_url),
+        pool_size=settings.database.pool_size,
+        pool_pre_ping=True,
+    )
+    try:
+        if embedder is None:
+            embedder = await anyio.to_thread.run_sync(create_embedder, settings.embeddings)
+        long_term = LongTermStore(engine)
+        await _prepare_schema(engine, settings, embedder, long_term)
+    except BaseException:
+        await redis.aclose()
+        await engine.dispose()
+        if embedded is not None:
+            await anyio.to_thread.run_sync(embedded.stop)
+        raise
+
+    keys = KeyBuilder(settings.redis.key_prefix)
+    runtime = Runtime(
+        settings=settings,
+        redis=redis,
+        engine=engine,
+        embedder=embedder,
+        short_term=ShortTermStore(
+            redis, keys, settings.memory.session_ttl_s, settings.memory.window_max_turns
+        ),
+        long_term=long_term,
+        stream=TurnStream(redis, keys),
+        search=SemanticSearch(engine, settings.database.hnsw_ef_search),
+        counter=counter,
+        prompts=prompts,
+        embedded=embedded,
+    )
+    await runtime.stream.ensure_group()
+    log.info("runtime.ready", dimension=embedder.dimension)
+    return runtime
+
+
+async def _prepare_schema(
+    engine: AsyncEngine, settings: Settings, embedder: Embedder, long_term: LongTermStore
+) -> None:
+    if settings.database.auto_migrate:
+        await migrate.upgrade(engine, settings.database, embedder.dimension)
+    current = await migrate.current_revision(engine)
+    head = migrate.head_revision()
+    if current != head:
+        raise ConfigurationError(
+            f"the database schema is at revision {current}, the code needs {head}; "
+            "run `engram migrate` or set DATABASE_AUTO_MIGRATE=true"
+        )
+    await long_term.check_embedding_space(embedder.model_name, embedder.dimension)

@@ -1,0 +1,224 @@
+"""Request and response bodies of the v1 API.
+
+Static rules (types, roles, id formats, empty text) live on the models, so a
+violation becomes a 422 naming the field. Limits that come from settings
+(content bytes, batch size, metadata bytes) are checked by the services.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Role = Literal["user", "assistant", "system", "tool"]
+MemoryKind = Literal["turn", "fact", "summary"]
+
+SCOPE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,127}$"
+TURN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$"
+
+ScopeId = Annotated[str, StringConstraints(pattern=SCOPE_ID_PATTERN)]
+"""A user or session id: 1-128 characters of letters, digits and ``. _ @ + = -``."""
+TurnId = Annotated[str, StringConstraints(pattern=TURN_ID_PATTERN)]
+"""A client turn id: like a scope id, and ``:`` is allowed too."""
+
+
+def check_text(value: str) -> str:
+    """Reject text that Postgres or Redis would corrupt or refuse."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid Unicode (no unpaired surrogates)") from error
+    return value
+
+
+def check_json_value(value: Any) -> Any:
+    """Apply ``check_text`` to every key and string inside a JSON value."""
+    if isinstance(value, str):
+        return check_text(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key)
+            check_json_value(item)
+    elif isinstance(value, list):
+        for item in value:
+            check_json_value(item)
+    return value
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TurnIn(StrictModel):
+    """One conversation turn as a client sends it."""
+
+    role: Role
+    content: str = Field(min_length=1, description="The text of the turn; not empty or blank.")
+    occurred_at: AwareDatetime | None = Field(
+        None, description="When the turn happened, with a timezone; defaults to the time accepted."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
+    turn_id: TurnId | None = Field(
+        None, description="Client id that makes retries idempotent; generated when absent."
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _content_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain text, not only whitespace")
+        return check_text(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_clean(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(value)
+        return value
+
+
+class AppendTurnsRequest(StrictModel):
+    """A batch of turns for one user's session."""
+
+    user_id: ScopeId
+    turns: list[TurnIn] = Field(min_length=1, description="One or more turns, oldest first.")
+
+
+class AcceptedTurn(BaseModel):
+    turn_id: str
+    duplicate: bool = Field(description="True when this turn id was already stored; kept once.")
+
+
+class AppendTurnsResponse(BaseModel):
+    user_id: str
+    session_id: str
+    turns: list[AcceptedTurn]
+
+
+class TurnOut(BaseModel):
+    """A turn in a session window."""
+
+    turn_id: str
+    role: Role
+    content: str
+    occurred_at: datetime
+    metadata: dict[str, Any]
+
+
+class TurnPage(BaseModel):
+    user_id: str
+    session_id: str
+    turns: list[TurnOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
+
+
+class SessionSummary(BaseModel):
+    """A session of a user, from the window in Redis and from long-term memory."""
+
+    session_id: str
+    window_turns: int = Field(description="Turns in the short-term window (0 once it expired).")
+    stored_turns: int = Field(description="Turns promoted to long-term memory.")
+    last_activity_at: datetime | None
+    active: bool = Field(description="Whether the short-term window still exists.")
+
+
+class SessionList(BaseModel):
+    user_id: str
+    sessions: list[SessionSummary]
+    next_cursor: str | None
+
+
+class SearchRequest(StrictModel):
+    """A semantic search over one user's long-term memory."""
+
+    user_id: ScopeId
+    query: str = Field(min_length=1, max_length=4096)
+    limit: int | None = Field(None, ge=1, description="Hits to return; capped by a setting.")
+    session_id: ScopeId | None = None
+    after: AwareDatetime | None = Field(None, description="Only memories that happened after this.")
+    before: AwareDatetime | None = Field(None, description="Only memories that happened before.")
+
+    @field_validator("query")
+    @classmethod
+    def _query_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain text, not only whitespace")
+        return check_text(value)
+
+
+class MemoryOut(BaseModel):
+    """A long-term memory."""
+
+    id: UUID
+    user_id: str
+    session_id: str | None
+    kind: MemoryKind
+    role: Role | None
+    content: str
+    turn_id: str | None
+    occurred_at: datetime
+    created_at: datetime
+    metadata: dict[str, Any]
+    embedding_model: str
+
+
+class SearchHit(BaseModel):
+    """A memory found by a search, with its cosine similarity to the query."""
+
+    id: UUID
+    content: str
+    role: Role | None
+    kind: MemoryKind
+    session_id: str | None
+    turn_id: str | None
+    occurred_at: datetime
+    metadata: dict[str, Any]
+    score: float = Field(description="Cosine similarity between query and memory, -1 to 1.")
+
+
+class SearchResponse(BaseModel):
+    hits: list[SearchHit]
+
+
+class ContextRequest(StrictModel):
+    """A request for prompt-ready context."""
+
+    user_id: ScopeId
+    session_id: ScopeId | None = Field(None, description="Session whose recent window to include.")
+    query: str | None = Field(
+        None,
+        max_length=4096,
+        description="What to find memories for; defaults to the last user turn of the window.",
+    )
+    token_budget: int | None = Field(None, ge=1, description="Most tokens the messages may use.")
+
+    @field_validator("query")
+    @classmethod
+    def _query_is_clean(cls, value: str | None) -> str | None:
+        return None if value is None else check_text(value)
+
+
+class ChatMessage(BaseModel):
+    role: Role
+    content: str
+
+
+class ContextResponse(BaseModel):
+    messages: list[ChatMessage]
+    memories: list[SearchHit] = Field(description="Long-term memories in the system message.")
+    token_count: int = Field(description="Tokens of all messages, counted as the model would.")
+    token_budget: int
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem response."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = None

@@ -1,0 +1,215 @@
+"""Typed settings, read from the environment and grouped by concern.
+
+Every field names its environment variable (the group prefix plus the field
+name in upper case), its default and, where it has one, its unit in the name.
+``docs/configuration.md`` lists them all; a test fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """HTTP server, logging and the local data folder."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGRAM_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    data_dir: Path = Field(
+        Path(".engram"),
+        description="Folder for the embedded Redis and Postgres data (embedded mode only).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level that is logged."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`json`, `console`, or `auto` (console on a terminal, JSON otherwise)."
+    )
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body, in bytes."
+    )
+    default_tenant: str = Field(
+        "default", description="Tenant that scopes every request until token auth assigns one."
+    )
+
+
+class RedisSettings(BaseSettings):
+    """Short-term memory and the event stream."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore")
+
+    url: str | None = Field(
+        None, description="Redis URL; when unset, an embedded Redis is started under the data dir."
+    )
+    key_prefix: str = Field("engram", description="Prefix of every Redis key the service writes.")
+    socket_timeout_s: float = Field(5.0, gt=0, description="Timeout of one Redis command, seconds.")
+
+
+class DatabaseSettings(BaseSettings):
+    """Long-term memory in Postgres with pgvector."""
+
+    model_config = SettingsConfigDict(env_prefix="DATABASE_", extra="ignore")
+
+    url: str | None = Field(
+        None,
+        description="Postgres URL; when unset, an embedded Postgres is started under the data dir.",
+    )
+    pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    auto_migrate: bool = Field(True, description="Apply pending migrations at start-up.")
+    hnsw_m: int = Field(16, ge=2, le=100, description="HNSW index: links per node.")
+    hnsw_ef_construction: int = Field(
+        64, ge=4, le=1000, description="HNSW index: candidate list size while building."
+    )
+    hnsw_ef_search: int = Field(
+        100, ge=1, le=1000, description="HNSW index: candidate list size while searching."
+    )
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Return the URL with the psycopg 3 driver that SQLAlchemy needs."""
+        if self.url is None:
+            raise ValueError("DATABASE_URL is not set")
+        return to_sqlalchemy_url(self.url)
+
+
+class EmbeddingSettings(BaseSettings):
+    """The embedding model that turns memories and queries into vectors."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDDINGS_", extra="ignore")
+
+    backend: Literal["local", "openai"] = Field(
+        "local", description="`local` (sentence-transformers) or `openai` (compatible HTTP API)."
+    )
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Model name; for `local`, all-MiniLM-L6-v2 loads from its installed package.",
+    )
+    batch_size: int = Field(64, ge=1, le=2048, description="Texts embedded per model call.")
+    device: str = Field("cpu", description="Torch device of the local backend.")
+    openai_base_url: str | None = Field(None, description="Base URL of the OpenAI-compatible API.")
+    openai_api_key: SecretStr | None = Field(None, description="API key of that server.")
+    openai_dimensions: int | None = Field(
+        None, ge=1, description="Vector size to request from the API (models that support it)."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one embedding API call, seconds.")
+
+
+class MemorySettings(BaseSettings):
+    """Limits and defaults of short-term memory, search and context."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore")
+
+    session_ttl_s: int = Field(
+        3600, ge=1, description="Sliding expiry of a session window in Redis, seconds."
+    )
+    window_max_turns: int = Field(
+        1000, ge=1, description="Turns kept in one session window; older ones are trimmed."
+    )
+    max_batch_turns: int = Field(100, ge=1, description="Turns accepted in one request.")
+    max_content_bytes: int = Field(
+        32_768, ge=1, description="Largest turn content, in UTF-8 bytes."
+    )
+    max_metadata_bytes: int = Field(
+        8_192, ge=2, description="Largest turn metadata object, in bytes of JSON."
+    )
+    page_default_items: int = Field(50, ge=1, description="Items per page when none are requested.")
+    page_max_items: int = Field(500, ge=1, description="Most items one page may ask for.")
+    search_default_limit: int = Field(10, ge=1, description="Search hits when none are requested.")
+    search_max_limit: int = Field(
+        100, ge=1, description="Most search hits one request may ask for."
+    )
+    context_default_tokens: int = Field(
+        2000, ge=1, description="Token budget of a context request that names none."
+    )
+    context_max_tokens: int = Field(
+        128_000, ge=1, description="Largest token budget a context request may ask for."
+    )
+    context_window_share: float = Field(
+        0.5, ge=0, le=1, description="Share of the budget the recent window may claim first."
+    )
+    context_memory_limit: int = Field(
+        20, ge=0, description="Long-term memories considered for one context."
+    )
+    tokenizer: str = Field("cl100k_base", description="tiktoken encoding used to count tokens.")
+
+
+class WorkerSettings(BaseSettings):
+    """The promotion worker that moves turns from the stream into long-term memory."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    in_process: bool | None = Field(
+        None,
+        description="Run the worker inside the API process; unset means yes in embedded mode only.",
+    )
+    consumer_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Name of this consumer in the stream's consumer group.",
+    )
+    batch_size: int = Field(64, ge=1, le=10_000, description="Events read and embedded together.")
+    block_ms: int = Field(1000, ge=1, description="Longest wait for new events per read, ms.")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, description="Idle time after which another consumer's events are taken, ms."
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="Failed attempts before an event moves to the dead-letter stream."
+    )
+    retry_initial_s: float = Field(
+        0.5, gt=0, description="First back-off after an outage, seconds."
+    )
+    retry_max_s: float = Field(30.0, gt=0, description="Longest back-off after an outage, seconds.")
+
+
+class Settings(BaseModel):
+    """All settings of one process."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @field_validator("memory")
+    @classmethod
+    def _limits_are_consistent(cls, memory: MemorySettings) -> MemorySettings:
+        if memory.search_default_limit > memory.search_max_limit:
+            raise ValueError("MEMORY_SEARCH_DEFAULT_LIMIT must not exceed MEMORY_SEARCH_MAX_LIMIT")
+        if memory.context_default_tokens > memory.context_max_tokens:
+            raise ValueError(
+                "MEMORY_CONTEXT_DEFAULT_TOKENS must not exceed MEMORY_CONTEXT_MAX_TOKENS"
+            )
+        return memory
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this process starts its own Redis and Postgres."""
+        return self.redis.url is None or self.database.url is None
+
+    @property
+    def worker_in_process(self) -> bool:
+        """Whether the API process also runs the promotion worker."""
+        if self.worker.in_process is None:
+            return self.embedded
+        return self.worker.in_process
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Rewrite a libpq-style Postgres URL to name SQLAlchemy's psycopg 3 driver."""
+    for scheme in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    raise ValueError(f"DATABASE_URL must start with postgresql://, got {url.split(':', 1)[0]}://")
+
+
+def load_settings() -> Settings:
+    """Read every settings group from the environment."""
+    return Settings()

@@ -1,0 +1,232 @@
+"""The promotion worker: from the turn stream into long-term memory.
+
+Per batch: parse the events, drop those of sessions deleted since, embed the
+texts in one call, insert with an idempotent upsert, and only then
+acknowledge. A crash at any step leaves the events pending, and a retry
+writes the same rows, so each accepted turn becomes exactly one memory.
+
+Outages of Redis or Postgres are retried with exponential back-off and do
+not count against an event. Any other failure is retried per event, and an
+event that fails ``max_attempts`` times moves to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import redis.exceptions
+import sqlalchemy.exc
+
+from app.logging import get_logger
+from app.shortterm import StoredTurn
+
+if TYPE_CHECKING:
+    from app.longterm import LongTermStore
+    from app.settings import WorkerSettings
+    from app.stream import StreamEvent, TurnStream
+    from embeddings import Embedder
+
+log = get_logger("worker")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    received: int = 0
+    inserted: int = 0
+    skipped_deleted: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+
+
+class PromotionWorker:
+    """Consumes the turn stream as one member of the promotion consumer group."""
+
+    def __init__(
+        self,
+        stream: TurnStream,
+        store: LongTermStore,
+        embedder: Embedder,
+        settings: WorkerSettings,
+        consumer: str | None = None,
+    ) -> None:
+        self._stream = stream
+        self._store = store
+        self._embedder = embedder
+        self._settings = settings
+        self.consumer = consumer or settings.consumer_name
+        self._held: list[StreamEvent] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until ``stop`` is set."""
+        await self._stream.ensure_group()
+        log.info("worker.started", consumer=self.consumer, batch_size=self._settings.batch_size)
+        delay = self._settings.retry_initial_s
+        while not stop.is_set():
+            try:
+                await self.run_once()
+                delay = self._settings.retry_initial_s
+            except TRANSIENT_ERRORS as error:
+                log.warning(
+                    "worker.retrying",
+                    consumer=self.consumer,
+                    error=f"{type(error).__name__}: {error}",
+                    retry_in_s=delay,
+                    held_events=len(self._held),
+                )
+                await _sleep_unless_stopped(stop, delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+            except Exception:
+                # An unexpected failure must not end promotion; the held batch is retried.
+                log.exception("worker.unexpected_error", consumer=self.consumer, retry_in_s=delay)
+                await _sleep_unless_stopped(stop, delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+        log.info("worker.stopped", consumer=self.consumer)
+
+    async def run_once(self) -> BatchOutcome:
+        """Process one batch: held events first, then stale ones, then new ones."""
+        events = self._held
+        if not events:
+            events = await self._stream.claim_stale(
+                self.consumer, self._settings.claim_idle_ms, self._settings.batch_size
+            )
+        if not events:
+            events = await self._stream.read_new(
+                self.consumer, self._settings.batch_size, self._settings.block_ms
+            )
+        if not events:
+            return BatchOutcome()
+
+        # Kept until the batch is done, so an outage mid-batch retries the same events.
+        self._held = events
+        outcome = await self.process(events)
+        self._held = []
+        return outcome
+
+    async def process(self, events: list[StreamEvent]) -> BatchOutcome:
+        """Promote a batch, falling back to one event at a time when the batch fails."""
+        outcome = BatchOutcome(received=len(events))
+        turns: dict[str, StoredTurn] = {}
+        for event in events:
+            try:
+                turns[event.event_id] = StoredTurn.from_json(event.fields["turn"])
+            except (KeyError, ValueError, TypeError) as error:
+                await self._dead_letter(event, f"malformed event: {error}", attempts=1)
+                outcome.dead_lettered += 1
+
+        live = await self._drop_deleted(
+            [event for event in events if event.event_id in turns], turns
+        )
+        outcome.skipped_deleted = len(turns) - len(live)
+
+        try:
+            outcome.inserted = await self._promote(live, turns)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as error:  # noqa: BLE001  (isolate the event that fails)
+            log.warning(
+                "worker.batch_failed",
+                consumer=self.consumer,
+                events=len(live),
+                error=f"{type(error).__name__}: {error}",
+            )
+            await self._promote_one_by_one(live, turns, outcome)
+
+        log.info(
+            "worker.batch_done",
+            consumer=self.consumer,
+            received=outcome.received,
+            inserted=outcome.inserted,
+            duplicates=len(live) - outcome.inserted - outcome.failed - outcome.dead_lettered,
+            skipped_deleted=outcome.skipped_deleted,
+            dead_lettered=outcome.dead_lettered,
+            failed=outcome.failed,
+        )
+        return outcome
+
+    async def _promote(self, events: list[StreamEvent], turns: dict[str, StoredTurn]) -> int:
+        if not events:
+            return 0
+        batch = [turns[event.event_id] for event in events]
+        vectors = await anyio.to_thread.run_sync(
+            self._embedder.embed, [turn.content for turn in batch]
+        )
+        inserted = await self._store.insert_turns(batch, vectors, self._embedder.model_name)
+        await self._stream.ack([event.event_id for event in events])
+        return inserted
+
+    async def _promote_one_by_one(
+        self, events: list[StreamEvent], turns: dict[str, StoredTurn], outcome: BatchOutcome
+    ) -> None:
+        for event in events:
+            try:
+                outcome.inserted += await self._promote([event], turns)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as error:  # noqa: BLE001  (counted, then retried or dead-lettered)
+                attempts = await self._stream.record_failure(event.event_id)
+                message = f"{type(error).__name__}: {error}"
+                if attempts >= self._settings.max_attempts:
+                    await self._dead_letter(event, message, attempts)
+                    outcome.dead_lettered += 1
+                else:
+                    log.warning(
+                        "worker.event_failed",
+                        consumer=self.consumer,
+                        event_id=event.event_id,
+                        attempts=attempts,
+                        error=message,
+                    )
+                    outcome.failed += 1
+
+    async def _drop_deleted(
+        self, events: list[StreamEvent], turns: dict[str, StoredTurn]
+    ) -> list[StreamEvent]:
+        """Acknowledge events of sessions deleted after the event was accepted."""
+        scopes = {
+            (turn.tenant_id, turn.user_id, turn.session_id)
+            for turn in (turns[event.event_id] for event in events)
+        }
+        deleted = await self._store.deletion_times(scopes)
+        if not deleted:
+            return events
+
+        live: list[StreamEvent] = []
+        dropped: list[str] = []
+        for event in events:
+            turn = turns[event.event_id]
+            deleted_ms = deleted.get((turn.tenant_id, turn.user_id, turn.session_id))
+            if deleted_ms is not None and event.accepted_ms <= deleted_ms:
+                dropped.append(event.event_id)
+            else:
+                live.append(event)
+        await self._stream.ack(dropped)
+        return live
+
+    async def _dead_letter(self, event: StreamEvent, error: str, attempts: int) -> None:
+        dead_id = await self._stream.dead_letter(event, error, attempts)
+        log.error(
+            "worker.dead_lettered",
+            consumer=self.consumer,
+            event_id=event.event_id,
+            dead_letter_id=dead_id,
+            attempts=attempts,
+            error=error,
+        )
+
+
+async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,30 @@
+"""Build the embedder that the settings select."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from embeddings.base import Embedder
+
+if TYPE_CHECKING:
+    from app.settings import EmbeddingSettings
+
+
+def create_embedder(settings: EmbeddingSettings) -> Embedder:
+    """Load the configured backend; the local model takes a few seconds."""
+    if settings.backend == "openai":
+        from embeddings.openai_backend import OpenAIEmbedder  # noqa: PLC0415
+
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAIEmbedder(
+            settings.model,
+            settings.batch_size,
+            base_url=settings.openai_base_url,
+            api_key=key,
+            dimensions=settings.openai_dimensions,
+            timeout_s=settings.timeout_s,
+        )
+
+    from embeddings.local import LocalEmbedder  # noqa: PLC0415
+
+    return LocalEmbedder(settings.model, settings.batch_size, settings.device)

