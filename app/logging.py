@@ -37,10 +37,18 @@ def _processors(as_json: bool) -> list[Processor]:
     if as_json:
         return [
             *shared,
-            structlog.processors.dict_tracebacks,
+            # Locals could hold memory content or credentials; tracebacks omit them.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ]
-    return [*shared, structlog.dev.ConsoleRenderer()]
+    return [
+        *shared,
+        structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        ),
+    ]
 
 
 def configure_logging(settings: ServerSettings) -> StructLoggingConfig:
@@ -64,9 +72,8 @@ def configure_logging(settings: ServerSettings) -> StructLoggingConfig:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
-        log_exceptions="always",
-        # Handled 4xx responses are expected outcomes, not errors worth a stack trace.
-        disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, 429},
+        # The app's own handler logs unexpected errors once; expected 4xx are not errors.
+        log_exceptions="never",
     )
 
 

@@ -28,23 +28,30 @@ from app.settings import Settings, load_settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from embeddings import Embedder
+
 log = get_logger("app")
 
 WORKER_STOP_TIMEOUT_S = 10.0
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Litestar:
-    """Build the app; it opens its own runtime at start-up unless one is passed in."""
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    embedder: Embedder | None = None,
+) -> Litestar:
+    """Build the app; it opens its own runtime at start-up unless one is passed in.
+
+    ``embedder`` lets several apps in one process share a loaded model.
+    """
     settings = settings or (runtime.settings if runtime else load_settings())
     logging_config = configure_logging(settings.server)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = runtime is None
-        active = runtime or await open_runtime(settings)
-        app.state.runtime = active
-        app.state.settings = settings
-        app.state.service = MemoryService(active)
+        active = runtime or await open_runtime(settings, embedder=embedder)
+        attach_runtime(app, active)
 
         stop = asyncio.Event()
         worker_task: asyncio.Task[None] | None = None
@@ -81,6 +88,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
     )
+
+
+def attach_runtime(app: Litestar, runtime: Runtime) -> None:
+    """Make a runtime's stores and service available to the handlers."""
+    app.state.runtime = runtime
+    app.state.settings = runtime.settings
+    app.state.service = MemoryService(runtime)
 
 
 async def _stop_worker(task: asyncio.Task[None]) -> None:

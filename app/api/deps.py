@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import PathParameter, QueryParameter
 
 from app.schemas import SCOPE_ID_PATTERN
 from app.service import MemoryService
@@ -14,20 +15,32 @@ if TYPE_CHECKING:
 
 UserIdQuery = Annotated[
     str,
-    Parameter(
-        query="user_id",
+    QueryParameter(
         pattern=SCOPE_ID_PATTERN,
         description="The user whose data to read: 1-128 letters, digits or `. _ @ + = -`.",
     ),
 ]
 SessionIdPath = Annotated[
     str,
-    Parameter(pattern=SCOPE_ID_PATTERN, description="Session id, in the same format as user ids."),
+    PathParameter(
+        pattern=SCOPE_ID_PATTERN, description="Session id, in the same format as user ids."
+    ),
 ]
-LimitQuery = Annotated[int | None, Parameter(ge=1, description="Items per page.")]
+UserIdPath = Annotated[
+    str,
+    PathParameter(pattern=SCOPE_ID_PATTERN, description="User id, as in `user_id` elsewhere."),
+]
+LimitQuery = Annotated[int | None, QueryParameter(ge=1, description="Items per page.")]
 CursorQuery = Annotated[
-    str | None, Parameter(max_length=256, description="The `next_cursor` of the previous page.")
+    str | None,
+    QueryParameter(max_length=256, description="The `next_cursor` of the previous page."),
 ]
+
+
+Service = NamedDependency[MemoryService]
+"""The memory service, injected by name as ``service``."""
+Tenant = NamedDependency[str]
+"""The caller's tenant id, injected by name as ``tenant``."""
 
 
 def provide_service(state: State) -> MemoryService:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app import schemas
-from app.api.deps import CursorQuery, LimitQuery, SessionIdPath, UserIdQuery
-from app.service import MemoryService
+from app.api.deps import (
+    CursorQuery,
+    LimitQuery,
+    Service,
+    SessionIdPath,
+    Tenant,
+    UserIdPath,
+    UserIdQuery,
+)
 
 
 class SessionController(Controller):
@@ -17,10 +25,10 @@ class SessionController(Controller):
     @post("/sessions/{session_id:str}/turns", status_code=HTTP_202_ACCEPTED)
     async def append_turns(
         self,
-        service: MemoryService,
-        tenant: str,
+        service: Service,
+        tenant: Tenant,
         session_id: SessionIdPath,
-        data: schemas.AppendTurnsRequest,
+        data: JSONBody[schemas.AppendTurnsRequest],
     ) -> schemas.AppendTurnsResponse:
         """Append turns to a session window and queue them for long-term memory.
 
@@ -31,8 +39,8 @@ class SessionController(Controller):
     @get("/sessions/{session_id:str}/turns")
     async def list_turns(
         self,
-        service: MemoryService,
-        tenant: str,
+        service: Service,
+        tenant: Tenant,
         session_id: SessionIdPath,
         user_id: UserIdQuery,
         limit: LimitQuery = None,
@@ -43,7 +51,7 @@ class SessionController(Controller):
 
     @delete("/sessions/{session_id:str}")
     async def delete_session(
-        self, service: MemoryService, tenant: str, session_id: SessionIdPath, user_id: UserIdQuery
+        self, service: Service, tenant: Tenant, session_id: SessionIdPath, user_id: UserIdQuery
     ) -> None:
         """Delete a session: its window, its long-term memories and its unpromoted turns."""
         await service.delete_session(tenant, user_id, session_id)
@@ -51,9 +59,9 @@ class SessionController(Controller):
     @get("/users/{user_id:str}/sessions")
     async def list_sessions(
         self,
-        service: MemoryService,
-        tenant: str,
-        user_id: SessionIdPath,
+        service: Service,
+        tenant: Tenant,
+        user_id: UserIdPath,
         limit: LimitQuery = None,
         cursor: CursorQuery = None,
     ) -> schemas.SessionList:
