@@ -45,6 +45,23 @@ def content_hash(content: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMemory:
+    """A memory row without its vector."""
+
+    id: uuid.UUID
+    user_id: str
+    session_id: str | None
+    kind: str
+    role: str | None
+    content: str
+    turn_id: str | None
+    occurred_at: datetime
+    created_at: datetime
+    metadata: dict[str, Any]
+    embedding_model: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStats:
     session_id: str
     stored_turns: int
@@ -116,15 +133,18 @@ class LongTermStore:
             inserted = (await connection.execute(statement)).all()
         return len(inserted)
 
-    async def get(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> Memory | None:
-        statement = select(_MEMORY_TABLE).where(
+    async def get(
+        self, tenant_id: str, user_id: str, memory_id: uuid.UUID
+    ) -> StoredMemory | None:
+        columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
+        statement = select(*columns).where(
             _MEMORY_TABLE.c.tenant_id == tenant_id,
             _MEMORY_TABLE.c.user_id == user_id,
             _MEMORY_TABLE.c.id == memory_id,
         )
         async with self._engine.connect() as connection:
             row = (await connection.execute(statement)).mappings().one_or_none()
-        return None if row is None else _to_memory(row)
+        return None if row is None else StoredMemory(**row)
 
     async def delete(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> bool:
         statement = delete(_MEMORY_TABLE).where(
@@ -210,9 +230,3 @@ class LongTermStore:
         async with self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         return True
-
-
-def _to_memory(row: Any) -> Memory:
-    values = dict(row)
-    values["metadata_"] = values.pop("metadata")
-    return Memory.model_construct(**values)

@@ -201,7 +201,7 @@ class MemoryService:
             turn_id=memory.turn_id,
             occurred_at=memory.occurred_at,
             created_at=memory.created_at,
-            metadata=memory.metadata_,
+            metadata=memory.metadata,
             embedding_model=memory.embedding_model,
         )
 
