@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
@@ -17,6 +18,9 @@ from app.client import EngramHTTP, ServiceError
 console = Console()
 err_console = Console(stderr=True)
 
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print the service's JSON response instead of a table."
+)
 URL_OPTION = click.option(
     "--url",
     envvar="ENGRAM_URL",
@@ -138,14 +142,20 @@ def import_locomo(path: Path, url: str, batch_size: int, wait: bool, timeout: fl
 @click.option("--user", "user_id", required=True, help="User whose memories to search.")
 @click.option("--session", "session_id", default=None, help="Only this session's memories.")
 @click.option("--limit", type=int, default=10, show_default=True, help="Hits to show.")
+@JSON_OPTION
 @URL_OPTION
-def search(query: str, user_id: str, session_id: str | None, limit: int, url: str) -> None:
+def search(
+    query: str, user_id: str, session_id: str | None, limit: int, as_json: bool, url: str
+) -> None:
     """Search a user's long-term memory from the shell."""
     body: dict[str, Any] = {"user_id": user_id, "query": query, "limit": limit}
     if session_id:
         body["session_id"] = session_id
     with EngramHTTP(url) as client:
         result = _fail_on_service_error(lambda: client.post("/v1/memories/search", body))
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
 
     table = Table(title=f"Memories of {user_id} for: {query}")
     for column in ("rank", "score", "session", "occurred", "content"):
@@ -166,9 +176,15 @@ def search(query: str, user_id: str, session_id: str | None, limit: int, url: st
 @click.option("--user", "user_id", required=True, help="User to build context for.")
 @click.option("--session", "session_id", default=None, help="Session whose window to include.")
 @click.option("--budget", type=int, default=None, help="Token budget (default: the service's).")
+@JSON_OPTION
 @URL_OPTION
 def context(
-    query: str | None, user_id: str, session_id: str | None, budget: int | None, url: str
+    query: str | None,
+    user_id: str,
+    session_id: str | None,
+    budget: int | None,
+    as_json: bool,
+    url: str,
 ) -> None:
     """Show the prompt-ready context the service would hand an LLM."""
     body: dict[str, Any] = {"user_id": user_id}
@@ -180,6 +196,9 @@ def context(
         body["token_budget"] = budget
     with EngramHTTP(url) as client:
         result = _fail_on_service_error(lambda: client.post("/v1/context", body))
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
 
     for message in result["messages"]:
         console.rule(f"[bold]{message['role']}")
@@ -197,3 +216,7 @@ def _fail_on_service_error(call: Any) -> Any:
     except ServiceError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise SystemExit(1) from error
+
+
+if __name__ == "__main__":
+    main()

@@ -133,9 +133,7 @@ class LongTermStore:
             inserted = (await connection.execute(statement)).all()
         return len(inserted)
 
-    async def get(
-        self, tenant_id: str, user_id: str, memory_id: uuid.UUID
-    ) -> StoredMemory | None:
+    async def get(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> StoredMemory | None:
         columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
         statement = select(*columns).where(
             _MEMORY_TABLE.c.tenant_id == tenant_id,

@@ -132,7 +132,7 @@ async def client(app: Litestar, runtime: Runtime) -> AsyncIterator[httpx.AsyncCl
     opens its own runtime) is covered by the live server tests.
     """
     attach_runtime(app, runtime)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as test_client:
         yield test_client
 

@@ -89,7 +89,7 @@ async def test_window_pages_with_cursor(client: httpx.AsyncClient) -> None:
     cursor = None
     pages = 0
     while True:
-        params = {"user_id": "alice", "limit": 3}
+        params: dict[str, str | int] = {"user_id": "alice", "limit": 3}
         if cursor:
             params["cursor"] = cursor
         page = (await client.get("/v1/sessions/long/turns", params=params)).json()

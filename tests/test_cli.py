@@ -1,0 +1,225 @@
+"""The engram command against a live service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from app import cli
+from app.locomo import load_locomo, parse_session_time
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from app.settings import Settings
+
+# A conversation in the LoCoMo file format, written for these tests.
+SAMPLE = [
+    {
+        "sample_id": "conv-test",
+        "conversation": {
+            "speaker_a": "Noor",
+            "speaker_b": "Sam",
+            "session_1_date_time": "1:56 pm on 8 May, 2023",
+            "session_1": [
+                {"speaker": "Noor", "dia_id": "D1:1", "text": "Hey Sam, long time no see!"},
+                {
+                    "speaker": "Noor",
+                    "dia_id": "D1:2",
+                    "text": "I spent the spring researching volunteer programmes in Ghana.",
+                },
+                {
+                    "speaker": "Sam",
+                    "dia_id": "D1:3",
+                    "text": "Look at what I baked!",
+                    "blip_caption": "a photo of a lemon tart on a plate",
+                },
+            ],
+            "session_2_date_time": "10:37 am on 27 June, 2023",
+            "session_2": [
+                {"speaker": "Sam", "dia_id": "D2:1", "text": "My marathon is in October."},
+                {"speaker": "Noor", "dia_id": "D2:2", "text": "Good luck with the training!"},
+            ],
+            "session_3_date_time": "9:00 am on 1 July, 2023",
+        },
+        "qa": [
+            {
+                "question": "What did Noor research?",
+                "answer": "volunteer programmes",
+                "evidence": ["D1:2"],
+                "category": 4,
+            }
+        ],
+    }
+]
+
+
+@pytest.fixture
+def sample_file(tmp_path: Path) -> Path:
+    path = tmp_path / "sample_locomo.json"
+    path.write_text(json.dumps(SAMPLE), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str) -> Any:
+    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+
+
+def test_locomo_reader_parses_sessions(sample_file: Path) -> None:
+    (conversation,) = load_locomo(sample_file)
+
+    assert conversation.sample_id == "conv-test"
+    assert [session.session_id for session in conversation.sessions] == ["session_1", "session_2"]
+    first = conversation.sessions[0].turns
+    assert first[1].memory_text == (
+        'Noor said, "I spent the spring researching volunteer programmes in Ghana."'
+    )
+    assert first[2].memory_text.endswith("and shared a photo of a lemon tart on a plate")
+    assert first[1].occurred_at == parse_session_time("1:56 pm on 8 May, 2023").replace(second=1)
+    assert conversation.turn_count == 5
+
+
+def test_import_search_and_context(live_server: str, sample_file: Path) -> None:
+    imported = run_cli(
+        "import", "locomo", str(sample_file), "--url", live_server, "--timeout", "60"
+    )
+    assert imported.exit_code == 0, imported.output
+
+    sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions").json()["sessions"]
+    assert sorted(item["stored_turns"] for item in sessions) == [2, 3]
+
+    table = run_cli(
+        "search", "What did Noor research?", "--user", "conv-test", "--url", live_server
+    )
+    assert table.exit_code == 0, table.output
+    assert "Memories of conv-test" in table.output
+
+    found = run_cli(
+        "search", "What did Noor research?", "--user", "conv-test", "--json", "--url", live_server
+    )
+    hits = json.loads(found.output)["hits"]
+    evidence = next(hit for hit in hits if hit["metadata"]["dia_id"] == "D1:2")
+    assert evidence in hits[:3]
+    assert evidence["occurred_at"].startswith("2023-05-08T13:56:01")
+
+    shown = run_cli(
+        "context",
+        "marathon plans",
+        "--user",
+        "conv-test",
+        "--session",
+        "session_2",
+        "--budget",
+        "300",
+        "--url",
+        live_server,
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "Good luck with the training!" in shown.output
+    assert "of 300 tokens" in shown.output
+
+    again = run_cli("import", "locomo", str(sample_file), "--url", live_server, "--timeout", "60")
+    assert again.exit_code == 0
+    sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions").json()["sessions"]
+    assert sorted(item["stored_turns"] for item in sessions) == [2, 3]
+
+
+def test_cli_reports_unreachable_service() -> None:
+    result = CliRunner().invoke(
+        cli.main, ["search", "hello", "--user", "u", "--url", "http://127.0.0.1:9"]
+    )
+
+    assert result.exit_code == 1
+    assert "cannot reach http://127.0.0.1:9" in result.output
+
+
+def test_cli_reports_rejected_request(live_server: str) -> None:
+    result = run_cli("search", "hello", "--user", "not valid!", "--url", live_server)
+
+    assert result.exit_code == 1
+    assert "returned 422" in result.output
+
+
+def test_serve_starts_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        "uvicorn.run", lambda *args, **kwargs: calls.append({"args": args, **kwargs})
+    )
+
+    result = run_cli("serve", "--port", "8123")
+
+    assert result.exit_code == 0, result.output
+    assert calls[0]["args"] == ("app.main:create_app",)
+    assert calls[0]["factory"] is True
+    assert calls[0]["port"] == 8123
+    assert calls[0]["host"] == "127.0.0.1"
+
+
+def test_worker_needs_external_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    result = CliRunner().invoke(cli.main, ["worker"])
+
+    assert result.exit_code == 2
+    assert "needs REDIS_URL and DATABASE_URL" in result.output
+
+
+def test_migrate_reports_current_schema(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    assert settings.redis.url is not None
+    assert settings.database.url is not None
+    monkeypatch.setenv("REDIS_URL", settings.redis.url)
+    monkeypatch.setenv("DATABASE_URL", settings.database.url)
+
+    result = run_cli("migrate")
+
+    assert result.exit_code == 0, result.output
+    assert "schema is current" in result.output
+
+
+@pytest.mark.slow
+def test_worker_process_promotes_and_stops_cleanly(settings: Settings, live_server: str) -> None:
+    """``engram worker`` as its own process, the way external mode runs it."""
+    assert settings.redis.url is not None
+    assert settings.database.url is not None
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis.url,
+        "DATABASE_URL": settings.database.url,
+        "WORKER_CONSUMER_NAME": "separate-process",
+        "ENGRAM_LOG_FORMAT": "json",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        logs: list[str] = []
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            logs.append(line)
+            if "worker.started" in line:
+                break
+        assert any("worker.started" in line for line in logs), "".join(logs)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 0, output
+    assert "worker.stopped" in output
