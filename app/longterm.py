@@ -20,9 +20,9 @@ from app.db.models import DeletedSession, EmbeddingSpace, Memory
 from app.errors import EmbeddingModelMismatchError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from app.shortterm import StoredTurn
 
@@ -88,9 +88,9 @@ class LongTermStore:
 
         if row.dimension != dimension:
             raise EmbeddingModelMismatchError(
-                f"the database contains {row.dimension}-dimension vectors from model {row.model!r}, "
-                f"but EMBEDDINGS_MODEL={model!r} makes {dimension}-dimension vectors; "
-                "configure the original model or use a new database"
+                f"the database contains {row.dimension}-dimension vectors from model "
+                f"{row.model!r}, but EMBEDDINGS_MODEL={model!r} makes {dimension}-dimension "
+                "vectors; configure the original model or use a new database"
             )
         if row.model != model:
             raise EmbeddingModelMismatchError(
@@ -100,9 +100,18 @@ class LongTermStore:
             )
 
     async def insert_turns(
-        self, turns: Iterable[StoredTurn], vectors: list[list[float]], model: str
+        self,
+        turns: Sequence[StoredTurn],
+        vectors: Sequence[list[float]],
+        model: str,
+        accepted_ms: Sequence[int] | None = None,
     ) -> int:
-        """Insert one memory per turn, skipping turns stored before; return how many were new."""
+        """Insert one memory per turn, skipping turns stored before; return how many were new.
+
+        With ``accepted_ms`` (when each turn was accepted), turns of a session
+        deleted after that time are skipped. The check holds the same lock as
+        ``delete_session``, so a deletion cannot slip in between check and insert.
+        """
         rows = [
             {
                 "id": turn_memory_id(turn.tenant_id, turn.user_id, turn.session_id, turn.turn_id),
@@ -121,17 +130,32 @@ class LongTermStore:
             }
             for turn, vector in zip(turns, vectors, strict=True)
         ]
-        if not rows:
-            return 0
-        statement = (
-            insert(_MEMORY_TABLE)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(_MEMORY_TABLE.c.id)
-        )
         async with self._engine.begin() as connection:
+            if accepted_ms is not None:
+                live = await self._live_turns(connection, turns, accepted_ms)
+                rows = [row for row, keep in zip(rows, live, strict=True) if keep]
+            if not rows:
+                return 0
+            statement = (
+                insert(_MEMORY_TABLE)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning(_MEMORY_TABLE.c.id)
+            )
             inserted = (await connection.execute(statement)).all()
         return len(inserted)
+
+    async def _live_turns(
+        self, connection: AsyncConnection, turns: Sequence[StoredTurn], accepted_ms: Sequence[int]
+    ) -> list[bool]:
+        scopes = sorted({(turn.tenant_id, turn.user_id, turn.session_id) for turn in turns})
+        for scope in scopes:
+            await _lock_session(connection, *scope)
+        deleted = await _deletion_times(connection, set(scopes))
+        return [
+            deleted.get((turn.tenant_id, turn.user_id, turn.session_id), -1) < accepted
+            for turn, accepted in zip(turns, accepted_ms, strict=True)
+        ]
 
     async def get(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> StoredMemory | None:
         columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
@@ -175,6 +199,7 @@ class LongTermStore:
             _MEMORY_TABLE.c.session_id == session_id,
         )
         async with self._engine.begin() as connection:
+            await _lock_session(connection, tenant_id, user_id, session_id)
             await connection.execute(tombstone)
             result = await connection.execute(statement)
         return int(result.rowcount)
@@ -185,17 +210,8 @@ class LongTermStore:
         """Return the deletion time (ms) of each (tenant, user, session) that was deleted."""
         if not scopes:
             return {}
-        columns = (
-            _TOMBSTONE_TABLE.c.tenant_id,
-            _TOMBSTONE_TABLE.c.user_id,
-            _TOMBSTONE_TABLE.c.session_id,
-        )
-        statement = select(*columns, _TOMBSTONE_TABLE.c.deleted_ms).where(
-            tuple_(*columns).in_(list(scopes))
-        )
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).all()
-        return {(row[0], row[1], row[2]): int(row[3]) for row in rows}
+            return await _deletion_times(connection, scopes)
 
     async def session_stats(self, tenant_id: str, user_id: str) -> list[SessionStats]:
         """Return each session of the user with its count of stored turns."""
@@ -228,3 +244,28 @@ class LongTermStore:
         async with self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         return True
+
+
+async def _lock_session(
+    connection: AsyncConnection, tenant_id: str, user_id: str, session_id: str
+) -> None:
+    """Take a transaction-scoped lock on one session's long-term rows."""
+    key = f"{tenant_id}|{user_id}|{session_id}"
+    await connection.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+    )
+
+
+async def _deletion_times(
+    connection: AsyncConnection, scopes: set[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], int]:
+    columns = (
+        _TOMBSTONE_TABLE.c.tenant_id,
+        _TOMBSTONE_TABLE.c.user_id,
+        _TOMBSTONE_TABLE.c.session_id,
+    )
+    statement = select(*columns, _TOMBSTONE_TABLE.c.deleted_ms).where(
+        tuple_(*columns).in_(list(scopes))
+    )
+    rows = (await connection.execute(statement)).all()
+    return {(row[0], row[1], row[2]): int(row[3]) for row in rows}

@@ -163,7 +163,12 @@ class PromotionWorker:
         vectors = await anyio.to_thread.run_sync(
             self._embedder.embed, [turn.content for turn in batch]
         )
-        inserted = await self._store.insert_turns(batch, vectors, self._embedder.model_name)
+        inserted = await self._store.insert_turns(
+            batch,
+            vectors,
+            self._embedder.model_name,
+            accepted_ms=[event.accepted_ms for event in events],
+        )
         await self._stream.ack([event.event_id for event in events])
         return inserted
 

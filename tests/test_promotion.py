@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
@@ -218,6 +219,27 @@ async def test_deleted_session_events_are_not_promoted(
     await post_turns(client, "gone", "alice", [turn("a fresh start")])
     await drain(runtime.new_worker("w1"))
     assert await memory_count(runtime, "alice") == 2
+
+
+async def test_insert_checks_deletion_under_lock(runtime: Runtime) -> None:
+    """A deletion that lands after the worker's early check still wins over the insert."""
+    early = StoredTurn("default", "alice", "s1", "t1", "user", "said before", _now(), {})
+    late = StoredTurn("default", "alice", "s1", "t2", "user", "said after", _now(), {})
+    vectors = runtime.embedder.embed([early.content, late.content])
+    await runtime.long_term.delete_session("default", "alice", "s1", deleted_ms=1_000)
+
+    inserted = await runtime.long_term.insert_turns(
+        [early, late], vectors, runtime.embedder.model_name, accepted_ms=[999, 1_001]
+    )
+
+    assert inserted == 1
+    async with runtime.engine.connect() as connection:
+        kept = (await connection.execute(text("SELECT turn_id FROM memories"))).scalars().all()
+    assert kept == ["t2"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def test_delete_session_removes_memories(client: httpx.AsyncClient, runtime: Runtime) -> None:
