@@ -126,15 +126,22 @@ def import_group() -> None:
 def import_locomo(path: Path, url: str, batch_size: int, wait: bool, timeout: float) -> None:
     """Load a LoCoMo file: one user per conversation, one session per LoCoMo session."""
     from app.importer import import_conversations  # noqa: PLC0415
-    from app.locomo import load_locomo  # noqa: PLC0415
+    from app.locomo import LocomoFormatError, load_locomo  # noqa: PLC0415
 
-    conversations = load_locomo(path)
+    try:
+        conversations = load_locomo(path)
+    except LocomoFormatError as error:
+        raise click.ClickException(str(error)) from error
     with EngramHTTP(url) as client:
-        _fail_on_service_error(
+        summary = _fail_on_service_error(
             lambda: import_conversations(
                 client, conversations, batch_size=batch_size, wait=wait, timeout_s=timeout
             )
         )
+    console.print(
+        f"Imported {len(summary.posted)} conversations: {summary.new} new turns, "
+        f"{summary.duplicates} already stored."
+    )
 
 
 @main.command()

@@ -60,7 +60,10 @@ def _decode(response: httpx.Response) -> Any:
     try:
         problem = response.json()
         detail = problem.get("detail") or problem.get("title")
-    except ValueError:
+        fields = [f"{item['field']} {item['message']}" for item in problem.get("errors") or []]
+        if fields:
+            detail = f"{detail} ({'; '.join(fields)})"
+    except (ValueError, KeyError, TypeError, AttributeError):
         detail = response.text[:200]
     raise ServiceError(
         f"{response.request.method} {response.request.url.path} "

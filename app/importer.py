@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
     from app.locomo import LocomoConversation, LocomoSession
 
 POLL_INTERVAL_S = 1.0
+
+
+@dataclass
+class ImportSummary:
+    posted: dict[str, int] = field(default_factory=dict)
+    """Turns posted per user."""
+    new: int = 0
+    duplicates: int = 0
 
 
 def session_batches(session: LocomoSession, batch_size: int) -> list[list[dict[str, Any]]]:
@@ -41,9 +50,10 @@ def import_conversations(
     batch_size: int,
     wait: bool,
     timeout_s: float,
-) -> dict[str, int]:
-    """Post every turn, oldest first; return the number of turns posted per user."""
-    posted: dict[str, int] = {}
+) -> ImportSummary:
+    """Post every turn, oldest first, and count new and already stored turns."""
+    summary = ImportSummary()
+    posted = summary.posted
     total = sum(conversation.turn_count for conversation in conversations)
     with Progress() as progress:
         task = progress.add_task("Importing turns", total=total)
@@ -52,15 +62,18 @@ def import_conversations(
             posted[user_id] = 0
             for session in conversation.sessions:
                 for turns in session_batches(session, batch_size):
-                    client.post(
+                    response = client.post(
                         f"/v1/sessions/{session.session_id}/turns",
                         {"user_id": user_id, "turns": turns},
                     )
+                    duplicates = sum(bool(item["duplicate"]) for item in response["turns"])
+                    summary.duplicates += duplicates
+                    summary.new += len(turns) - duplicates
                     posted[user_id] += len(turns)
                     progress.advance(task, len(turns))
         if wait:
             wait_until_promoted(client, posted, timeout_s, progress)
-    return posted
+    return summary
 
 
 def wait_until_promoted(

@@ -21,6 +21,10 @@ _SESSION_KEY = re.compile(r"^session_(\d+)$")
 _DATE_FORMAT = "%I:%M %p on %d %B, %Y"
 
 
+class LocomoFormatError(ValueError):
+    """Raised when a file is not valid JSON or not laid out as LoCoMo conversations."""
+
+
 @dataclass(frozen=True, slots=True)
 class LocomoTurn:
     dia_id: str
@@ -98,7 +102,21 @@ def _conversation(raw: dict[str, Any]) -> LocomoConversation:
 
 def load_locomo(path: Path) -> list[LocomoConversation]:
     """Read every conversation of a LoCoMo JSON file."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LocomoFormatError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(data, list):
-        raise TypeError(f"{path} is not a LoCoMo file: expected a JSON list of conversations")
-    return [_conversation(item) for item in data]
+        raise LocomoFormatError(f"{path} is not a LoCoMo file: expected a list of conversations")
+
+    conversations = []
+    for index, item in enumerate(data):
+        try:
+            conversations.append(_conversation(item))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise LocomoFormatError(
+                f"{path}: conversation {index} is not in the LoCoMo layout "
+                f"({type(error).__name__}: {error}); expected sample_id, conversation "
+                "with session_<n> and session_<n>_date_time"
+            ) from error
+    return conversations

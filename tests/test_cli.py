@@ -93,6 +93,7 @@ def test_import_search_and_context(live_server: str, sample_file: Path) -> None:
         "import", "locomo", str(sample_file), "--url", live_server, "--timeout", "60"
     )
     assert imported.exit_code == 0, imported.output
+    assert "5 new turns, 0 already stored" in imported.output
 
     sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions").json()["sessions"]
     assert sorted(item["stored_turns"] for item in sessions) == [2, 3]
@@ -129,6 +130,7 @@ def test_import_search_and_context(live_server: str, sample_file: Path) -> None:
 
     again = run_cli("import", "locomo", str(sample_file), "--url", live_server, "--timeout", "60")
     assert again.exit_code == 0
+    assert "0 new turns, 5 already stored" in again.output
     sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions").json()["sessions"]
     assert sorted(item["stored_turns"] for item in sessions) == [2, 3]
 
@@ -147,6 +149,28 @@ def test_cli_reports_rejected_request(live_server: str) -> None:
 
     assert result.exit_code == 1
     assert "returned 422" in result.output
+    assert "user_id must be 1-128 characters" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "is not valid JSON"),
+        ("{}", "expected a list of conversations"),
+        ('[{"sample_id": "x"}]', "conversation 0 is not in the LoCoMo layout"),
+    ],
+)
+def test_import_rejects_wrong_file(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "wrong.json"
+    path.write_text(content, encoding="utf-8")
+
+    result = CliRunner().invoke(
+        cli.main, ["import", "locomo", str(path), "--url", "http://127.0.0.1:9"]
+    )
+
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
 
 
 def test_serve_starts_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,6 +105,9 @@ async def test_openapi_schema_lists_routes(client: httpx.AsyncClient) -> None:
     } <= set(schema["paths"])
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
+    append = schema["paths"]["/v1/sessions/{session_id}/turns"]["post"]["responses"]
+    assert {"202", "413", "422"} <= set(append)
+    assert "application/problem+json" in append["422"]["content"]
 
 
 async def test_other_model_dimension_stops_start(settings: Settings) -> None:

@@ -102,18 +102,59 @@ async def test_bad_ids_are_rejected(
     assert (await runtime.stream.stats()).length == 0
 
 
-async def test_malformed_json_is_a_client_error(
-    client: httpx.AsyncClient, runtime: Runtime
-) -> None:
+async def test_malformed_json_is_400(client: httpx.AsyncClient, runtime: Runtime) -> None:
     response = await client.post(
         "/v1/sessions/s1/turns",
         content=b'{"user_id": "alice", "turns": [',
         headers={"content-type": "application/json"},
     )
 
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "urn:engram:problem:malformed-request"
+    assert "JSON object" in response.json()["detail"]
     assert (await runtime.stream.stats()).length == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/sessions/s1/turns"),
+        ("DELETE", "/v1/sessions/s1"),
+        ("GET", "/v1/memories/8d206cde-2977-52c5-996c-a6367ecc687a"),
+    ],
+)
+async def test_missing_user_id_is_named(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path)
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "user_id", "message": "is a required query parameter"}
+    ]
+
+
+async def test_id_format_error_is_readable(client: httpx.AsyncClient) -> None:
+    body = await post_turns(client, "s1", "bob smith", [turn("hi")])
+    query = await client.get("/v1/sessions/s1/turns", params={"user_id": "bob smith"})
+
+    for response in (body, query):
+        (error,) = response.json()["errors"]
+        assert error["field"] == "user_id"
+        assert error["message"].startswith("must be 1-128 characters: letters, digits")
+        assert "^" not in error["message"]
+
+
+async def test_whitespace_message_has_no_prefix(client: httpx.AsyncClient) -> None:
+    response = await post_turns(client, "s1", "alice", [turn("   ")])
+
+    assert response.json()["errors"][0]["message"] == "must contain text, not only whitespace"
+
+
+async def test_unknown_route_is_problem_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/memories/not-a-uuid", params={"user_id": "alice"})
+
+    assert response.status_code == 404
+    assert response.json()["type"] == "urn:engram:problem:not-found"
 
 
 async def test_body_over_request_limit_is_413(client: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -181,13 +222,6 @@ async def test_bad_page_size_is_rejected(client: httpx.AsyncClient) -> None:
     assert too_big.status_code == 422
     assert too_big.json()["errors"][0]["field"] == "limit"
     assert zero.status_code == 422
-
-
-async def test_memory_id_must_be_uuid(client: httpx.AsyncClient) -> None:
-    response = await client.get("/v1/memories/not-a-uuid", params={"user_id": "alice"})
-
-    assert response.status_code in {404, 422}
-    assert response.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_error_shape_is_the_same_everywhere(client: httpx.AsyncClient) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
-from app.schemas import SCOPE_ID_PATTERN
+from app.schemas import SCOPE_ID_PATTERN, Problem
 from app.service import MemoryService
 
 if TYPE_CHECKING:
@@ -52,3 +53,19 @@ def provide_tenant(state: State) -> str:
     """Return the caller's tenant; one configured tenant serves every request for now."""
     tenant: str = state.settings.server.default_tenant
     return tenant
+
+
+def _problem_spec(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem, description=description, media_type="application/problem+json"
+    )
+
+
+PROBLEM_RESPONSES = {
+    400: _problem_spec("The body is not valid JSON."),
+    404: _problem_spec("The object does not exist for this user."),
+    413: _problem_spec("A field, the batch or the body is over its size limit."),
+    422: _problem_spec("A field is invalid; `errors` names each one."),
+    503: _problem_spec("Redis or Postgres is unavailable; retry after `Retry-After` seconds."),
+}
+"""Problem responses every v1 route can return, for the OpenAPI schema."""

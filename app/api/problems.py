@@ -7,11 +7,17 @@ Bodies never carry stack traces or SQL. Field errors list each problem as
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
-from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
 
 from app.errors import (
     EngramError,
@@ -20,6 +26,7 @@ from app.errors import (
     ServiceUnavailableError,
 )
 from app.logging import get_logger
+from app.schemas import SCOPE_ID_PATTERN, TURN_ID_PATTERN
 
 if TYPE_CHECKING:
     from litestar import Request, Response
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 log = get_logger("http")
 
 PROBLEM_BASE = "urn:engram:problem:"
+_INTERNAL_DETAIL = "The server failed; see its logs."
 
 
 def _problem(
@@ -47,23 +55,50 @@ def _problem(
     )
 
 
-def _field_name(key: str, source: str | None) -> str:
-    if source in {"query", "path", "header", "cookie"}:
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
+
+# Readable descriptions of the id formats, in place of the raw patterns.
+_PATTERN_HINTS = {
+    SCOPE_ID_PATTERN: "must be 1-128 characters: letters, digits and . _ @ + = -, "
+    "starting with a letter or digit",
+    TURN_ID_PATTERN: "must be 1-128 characters: letters, digits and . _ : @ + = -, "
+    "starting with a letter or digit",
+}
+
+
+def _field_name(key: str, source: object) -> str:
+    if key:
         return key
-    return key or "body"
+    return "body" if source in (None, "body") else str(source)
+
+
+def _readable(message: str) -> str:
+    """Replace validator jargon with a sentence a client can act on."""
+    for pattern, hint in _PATTERN_HINTS.items():
+        if pattern in message:
+            return hint
+    return message.removeprefix("Value error, ")
+
+
+def _field_errors(error: ValidationException) -> list[dict[str, str]]:
+    if isinstance(error.extra, list):
+        return [
+            {
+                "field": _field_name(str(item.get("key", "")), item.get("source")),
+                "message": _readable(str(item.get("message", ""))),
+            }
+            for item in error.extra
+            if isinstance(item, dict)
+        ]
+    missing = _MISSING_PARAMETER.search(str(error.detail))
+    if missing:
+        kind, name = missing.groups()
+        return [{"field": name, "message": f"is a required {kind} parameter"}]
+    return []
 
 
 def validation_problem(error: ValidationException) -> ProblemDetailsException:
-    errors: list[dict[str, str]] = []
-    if isinstance(error.extra, list):
-        for item in error.extra:
-            if isinstance(item, dict):
-                errors.append(
-                    {
-                        "field": _field_name(str(item.get("key", "")), item.get("source")),
-                        "message": str(item.get("message", "")),
-                    }
-                )
+    errors = _field_errors(error)
     fields = ", ".join(entry["field"] for entry in errors) or "the request"
     return _problem(
         422,
@@ -95,11 +130,12 @@ def domain_problem(error: EngramError) -> ProblemDetailsException:
             headers={"Retry-After": "5"},
         )
     log.error("http.unmapped_domain_error", error_type=type(error).__name__)
-    return _problem(500, "internal", "Internal server error", "The server failed; see its logs.")
+    return _problem(500, "internal", "Internal server error", _INTERNAL_DETAIL)
 
 
 def http_problem(error: HTTPException) -> ProblemDetailsException:
-    if error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+    status = error.status_code
+    if status == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         return _problem(
             413,
             "too-large",
@@ -107,16 +143,23 @@ def http_problem(error: HTTPException) -> ProblemDetailsException:
             "The request body is larger than ENGRAM_MAX_REQUEST_BYTES allows; "
             "send less per request.",
         )
+    if status == HTTP_400_BAD_REQUEST:
+        return _problem(
+            400,
+            "malformed-request",
+            "Malformed request",
+            f"The request body could not be parsed ({error.detail}); "
+            "send a JSON object with the content type application/json.",
+        )
+    if status == HTTP_404_NOT_FOUND:
+        return _problem(
+            404, "not-found", "Not found", "No resource exists at this path; see /docs."
+        )
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR:
+        return _problem(status, "internal", "Internal server error", _INTERNAL_DETAIL)
     title = str(error.detail) if error.detail else "HTTP error"
-    detail = title
-    if error.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
-        title, detail = "Internal server error", "The server failed; see its logs."
     return ProblemDetailsException(
-        status_code=error.status_code,
-        type_="about:blank",
-        title=title,
-        detail=detail,
-        headers=error.headers,
+        status_code=status, type_="about:blank", title=title, detail=title, headers=error.headers
     )
 
 
@@ -137,7 +180,7 @@ def internal_error_handler(request: Request[Any, Any, Any], error: Exception) ->
         path=request.url.path,
         error_type=type(error).__name__,
     )
-    problem = _problem(500, "internal", "Internal server error", "The server failed; see its logs.")
+    problem = _problem(500, "internal", "Internal server error", _INTERNAL_DETAIL)
     return problem.to_response(request)
 
 

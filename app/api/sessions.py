@@ -8,6 +8,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app import schemas
 from app.api.deps import (
+    PROBLEM_RESPONSES,
     CursorQuery,
     LimitQuery,
     Service,
@@ -22,7 +23,11 @@ class SessionController(Controller):
     path = "/v1"
     tags = ("sessions",)
 
-    @post("/sessions/{session_id:str}/turns", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/sessions/{session_id:str}/turns",
+        status_code=HTTP_202_ACCEPTED,
+        responses=PROBLEM_RESPONSES,
+    )
     async def append_turns(
         self,
         service: Service,
@@ -36,7 +41,7 @@ class SessionController(Controller):
         """
         return await service.append_turns(tenant, session_id, data)
 
-    @get("/sessions/{session_id:str}/turns")
+    @get("/sessions/{session_id:str}/turns", responses=PROBLEM_RESPONSES)
     async def list_turns(
         self,
         service: Service,
@@ -49,14 +54,14 @@ class SessionController(Controller):
         """Return the session window, oldest turn first, one page at a time."""
         return await service.list_turns(tenant, user_id, session_id, limit, cursor)
 
-    @delete("/sessions/{session_id:str}")
+    @delete("/sessions/{session_id:str}", responses=PROBLEM_RESPONSES)
     async def delete_session(
         self, service: Service, tenant: Tenant, session_id: SessionIdPath, user_id: UserIdQuery
     ) -> None:
         """Delete a session: its window, its long-term memories and its unpromoted turns."""
         await service.delete_session(tenant, user_id, session_id)
 
-    @get("/users/{user_id:str}/sessions")
+    @get("/users/{user_id:str}/sessions", responses=PROBLEM_RESPONSES)
     async def list_sessions(
         self,
         service: Service,
