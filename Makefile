@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/engram_test
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev run worker lint typecheck test test-embedded test-external coverage clean
+.PHONY: help install dev run token worker lint typecheck test test-embedded test-external coverage clean
 
 help: ## List the targets with what they do
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -35,8 +35,19 @@ install: $(VENV)/.installed ## Create the virtual environment and install the se
 
 dev: $(VENV)/.dev-installed ## Install the service with the test and lint tools
 
+# `make run` signs tokens with a secret it keeps in the data folder, unless one is configured.
+DEV_SECRET_FILE ?= .engram/auth-secret
+
 run: install ## Start the service on http://127.0.0.1:8000 with embedded Redis and Postgres
-	$(BIN)/engram serve
+	@if [ -z "$$AUTH_HS256_SECRET$$AUTH_HS256_SECRET_FILE$$AUTH_JWKS_FILE$$AUTH_JWKS_URL" ]; then \
+		$(BIN)/engram init-secret $(DEV_SECRET_FILE); \
+		export AUTH_HS256_SECRET_FILE=$(DEV_SECRET_FILE); \
+	fi; $(BIN)/engram serve
+
+token: install ## Print a development token: make token SUB=alice [SCOPES="memory:read memory:write"]
+	@AUTH_HS256_SECRET_FILE=$${AUTH_HS256_SECRET_FILE:-$(DEV_SECRET_FILE)} $(BIN)/engram token \
+		--sub $(or $(SUB),$(error set SUB, for example make token SUB=alice)) \
+		$(foreach scope,$(SCOPES),--scope $(scope))
 
 worker: install ## Run a standalone promotion worker (needs REDIS_URL and DATABASE_URL)
 	$(BIN)/engram worker

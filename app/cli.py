@@ -28,6 +28,12 @@ URL_OPTION = click.option(
     show_default=True,
     help="Base URL of a running Engram service (env ENGRAM_URL).",
 )
+TOKEN_OPTION = click.option(
+    "--token",
+    envvar="ENGRAM_TOKEN",
+    default=None,
+    help="Bearer token for the service (env ENGRAM_TOKEN); see `engram token`.",
+)
 
 
 @click.group()
@@ -115,6 +121,7 @@ def import_group() -> None:
 @import_group.command(name="locomo")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @URL_OPTION
+@TOKEN_OPTION
 @click.option("--batch-size", type=int, default=50, show_default=True, help="Turns per request.")
 @click.option(
     "--wait/--no-wait",
@@ -123,7 +130,9 @@ def import_group() -> None:
     help="Wait until every imported turn is in long-term memory.",
 )
 @click.option("--timeout", type=float, default=900, show_default=True, help="Wait limit, s.")
-def import_locomo(path: Path, url: str, batch_size: int, wait: bool, timeout: float) -> None:
+def import_locomo(
+    path: Path, url: str, token: str | None, batch_size: int, wait: bool, timeout: float
+) -> None:
     """Load a LoCoMo file: one user per conversation, one session per LoCoMo session."""
     from app.importer import import_conversations  # noqa: PLC0415
     from app.locomo import LocomoFormatError, load_locomo  # noqa: PLC0415
@@ -132,7 +141,7 @@ def import_locomo(path: Path, url: str, batch_size: int, wait: bool, timeout: fl
         conversations = load_locomo(path)
     except LocomoFormatError as error:
         raise click.ClickException(str(error)) from error
-    with EngramHTTP(url) as client:
+    with EngramHTTP(url, token=token) as client:
         summary = _fail_on_service_error(
             lambda: import_conversations(
                 client, conversations, batch_size=batch_size, wait=wait, timeout_s=timeout
@@ -151,14 +160,21 @@ def import_locomo(path: Path, url: str, batch_size: int, wait: bool, timeout: fl
 @click.option("--limit", type=int, default=10, show_default=True, help="Hits to show.")
 @JSON_OPTION
 @URL_OPTION
+@TOKEN_OPTION
 def search(
-    query: str, user_id: str, session_id: str | None, limit: int, as_json: bool, url: str
+    query: str,
+    user_id: str,
+    session_id: str | None,
+    limit: int,
+    as_json: bool,
+    url: str,
+    token: str | None,
 ) -> None:
     """Search a user's long-term memory from the shell."""
     body: dict[str, Any] = {"user_id": user_id, "query": query, "limit": limit}
     if session_id:
         body["session_id"] = session_id
-    with EngramHTTP(url) as client:
+    with EngramHTTP(url, token=token) as client:
         result = _fail_on_service_error(lambda: client.post("/v1/memories/search", body))
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -185,6 +201,7 @@ def search(
 @click.option("--budget", type=int, default=None, help="Token budget (default: the service's).")
 @JSON_OPTION
 @URL_OPTION
+@TOKEN_OPTION
 def context(
     query: str | None,
     user_id: str,
@@ -192,6 +209,7 @@ def context(
     budget: int | None,
     as_json: bool,
     url: str,
+    token: str | None,
 ) -> None:
     """Show the prompt-ready context the service would hand an LLM."""
     body: dict[str, Any] = {"user_id": user_id}
@@ -201,7 +219,7 @@ def context(
         body["session_id"] = session_id
     if budget:
         body["token_budget"] = budget
-    with EngramHTTP(url) as client:
+    with EngramHTTP(url, token=token) as client:
         result = _fail_on_service_error(lambda: client.post("/v1/context", body))
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -223,6 +241,66 @@ def _fail_on_service_error(call: Any) -> Any:
     except ServiceError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise SystemExit(1) from error
+
+
+@main.command()
+@click.option("--tenant", default="default", show_default=True, help="Tenant claim (tid).")
+@click.option("--sub", "subject", required=True, help="Subject: the end user, or a service name.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="Scope to grant (memory:read, memory:write, memory:delete, admin); repeatable. "
+    "Without scopes the token is an end-user token for --sub.",
+)
+@click.option("--lifetime", type=int, default=3600, show_default=True, help="Lifetime, s.")
+@click.option(
+    "--secret-file",
+    envvar="AUTH_HS256_SECRET_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File with the HS256 secret (env AUTH_HS256_SECRET_FILE; or set AUTH_HS256_SECRET).",
+)
+def token(
+    tenant: str, subject: str, scopes: tuple[str, ...], lifetime: int, secret_file: Path | None
+) -> None:
+    """Mint an HS256 token for development and tests."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from app.auth import mint_token  # noqa: PLC0415
+
+    secret = os.environ.get("AUTH_HS256_SECRET")
+    if secret is None and secret_file is not None:
+        secret = secret_file.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise click.UsageError(
+            "set AUTH_HS256_SECRET or AUTH_HS256_SECRET_FILE, or pass --secret-file"
+        )
+    click.echo(
+        mint_token(
+            secret,
+            tenant_id=tenant,
+            subject=subject,
+            scopes=scopes,
+            lifetime=timedelta(seconds=lifetime),
+            audience=os.environ.get("AUTH_AUDIENCE"),
+            issuer=os.environ.get("AUTH_ISSUER"),
+        )
+    )
+
+
+@main.command(name="init-secret")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def init_secret(path: Path) -> None:
+    """Write a random HS256 secret to PATH (mode 600) unless the file exists."""
+    import secrets  # noqa: PLC0415
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+    click.echo(f"Wrote a new token secret to {path}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,16 @@ class ServiceError(Exception):
 class EngramHTTP:
     """Calls a running Engram service and returns decoded JSON bodies."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 60.0, retries: int = 5) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 5,
+    ) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
         self._retries = retries
         self.base_url = base_url
 

@@ -8,18 +8,20 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from app import __version__
-from app.api.deps import provide_service, provide_tenant
+from app.api.deps import provide_caller, provide_service
 from app.api.health import health, ready
 from app.api.memories import MemoryController
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import internal_error_handler, problem_config
 from app.api.sessions import SessionController
+from app.auth import build_jwt_auth
 from app.logging import configure_logging, get_logger
 from app.runtime import Runtime, open_runtime
 from app.service import MemoryService
@@ -46,6 +48,7 @@ def create_app(
     """
     settings = settings or (runtime.settings if runtime else load_settings())
     logging_config = configure_logging(settings.server)
+    jwt_auth = build_jwt_auth(settings.auth)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -72,11 +75,13 @@ def create_app(
         route_handlers=[SessionController, MemoryController, health, ready],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
-            "tenant": Provide(provide_tenant, sync_to_thread=False),
+            "caller": Provide(provide_caller, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        state=State({"settings": settings}),
         middleware=[RequestContextMiddleware()],
         plugins=[ProblemDetailsPlugin(problem_config())],
+        on_app_init=[jwt_auth.on_app_init] if jwt_auth else [],
         exception_handlers={Exception: internal_error_handler},
         logging_config=logging_config,
         request_max_body_size=settings.server.max_request_bytes,
@@ -93,7 +98,6 @@ def create_app(
 def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     """Make a runtime's stores and service available to the handlers."""
     app.state.runtime = runtime
-    app.state.settings = runtime.settings
     app.state.service = MemoryService(runtime)
 
 

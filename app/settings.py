@@ -37,8 +37,38 @@ class ServerSettings(BaseSettings):
         1_048_576, ge=1024, description="Largest accepted request body, in bytes."
     )
     default_tenant: str = Field(
-        "default", description="Tenant that scopes every request until token auth assigns one."
+        "default", description="Tenant of every request in AUTH_DEV_MODE; tokens name their own."
     )
+
+
+class AuthSettings(BaseSettings):
+    """Bearer-token authentication; see docs/security.md for the token format."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+
+    dev_mode: bool = Field(
+        False,
+        description="Accept requests without tokens as an admin of the default tenant. "
+        "Local development only; logged as a warning at start-up.",
+    )
+    hs256_secret: SecretStr | None = Field(None, description="Shared secret for HS256 tokens.")
+    hs256_secret_file: Path | None = Field(
+        None, description="File that holds the HS256 secret (used when AUTH_HS256_SECRET is unset)."
+    )
+    hs256_key_id: str = Field(
+        "default",
+        description="Key id (kid) of the HS256 secret. A token without a kid is accepted "
+        "only when one key is configured.",
+    )
+    jwks_file: Path | None = Field(
+        None, description="JSON Web Key Set file with RS256, ES256 or HS256 keys, each with a kid."
+    )
+    jwks_url: str | None = Field(
+        None, description="URL of an identity provider's JSON Web Key Set, cached for 300 s."
+    )
+    audience: str | None = Field(None, description="Required `aud` claim, when set.")
+    issuer: str | None = Field(None, description="Required `iss` claim, when set.")
+    leeway_s: int = Field(30, ge=0, le=600, description="Clock skew allowed for exp and iat, s.")
 
 
 class RedisSettings(BaseSettings):
@@ -172,6 +202,7 @@ class Settings(BaseModel):
     """All settings of one process."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)

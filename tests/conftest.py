@@ -21,12 +21,15 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy import text
 
+from app.auth import mint_token
 from app.embedded import EmbeddedServers
 from app.main import attach_runtime, create_app
 from app.runtime import Runtime, open_runtime
 from app.settings import (
+    AuthSettings,
     DatabaseSettings,
     MemorySettings,
     RedisSettings,
@@ -46,6 +49,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TEST_MODE = os.environ.get("ENGRAM_TEST_MODE", "embedded")
+SERVICE_SCOPE_LIST = ("memory:read", "memory:write", "memory:delete")
 
 
 def _ensure_database(url: str) -> None:
@@ -82,9 +86,21 @@ def embedder() -> LocalEmbedder:
     return LocalEmbedder("all-MiniLM-L6-v2", batch_size=64, device="cpu")
 
 
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def service_token(tenant_id: str = "default", scopes: tuple[str, ...] = SERVICE_SCOPE_LIST) -> str:
+    return mint_token(TEST_SECRET, tenant_id=tenant_id, subject="test-backend", scopes=scopes)
+
+
+def user_token(user_id: str, tenant_id: str = "default") -> str:
+    return mint_token(TEST_SECRET, tenant_id=tenant_id, subject=user_id)
+
+
 def make_settings(redis_url: str, database_url: str, **memory: Any) -> Settings:
     return Settings(
         server=ServerSettings(log_format="json"),
+        auth=AuthSettings(hs256_secret=SecretStr(TEST_SECRET)),
         redis=RedisSettings(url=redis_url),
         database=DatabaseSettings(url=database_url),
         memory=MemorySettings(**memory),
@@ -134,7 +150,10 @@ async def client(app: Litestar, runtime: Runtime) -> AsyncIterator[httpx.AsyncCl
     """
     attach_runtime(app, runtime)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as test_client:
+    headers = {"authorization": f"Bearer {service_token()}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as test_client:
         yield test_client
 
 

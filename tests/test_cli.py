@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from app import cli
 from app.locomo import load_locomo, parse_session_time
+from tests.conftest import service_token
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -70,8 +71,12 @@ def sample_file(tmp_path: Path) -> Path:
     return path
 
 
+AUTH = {"authorization": f"Bearer {service_token()}"}
+
+
 def run_cli(*args: str) -> Any:
-    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+    runner = CliRunner(env={"ENGRAM_TOKEN": service_token()})
+    return runner.invoke(cli.main, list(args), catch_exceptions=False)
 
 
 def test_locomo_reader_parses_sessions(sample_file: Path) -> None:
@@ -95,7 +100,9 @@ def test_import_search_and_context(live_server: str, sample_file: Path) -> None:
     assert imported.exit_code == 0, imported.output
     assert "5 new turns, 0 already stored" in imported.output
 
-    sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions").json()["sessions"]
+    sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions", headers=AUTH).json()[
+        "sessions"
+    ]
     assert sorted(item["stored_turns"] for item in sessions) == [2, 3]
 
     table = run_cli(
@@ -131,7 +138,9 @@ def test_import_search_and_context(live_server: str, sample_file: Path) -> None:
     again = run_cli("import", "locomo", str(sample_file), "--url", live_server, "--timeout", "60")
     assert again.exit_code == 0
     assert "0 new turns, 5 already stored" in again.output
-    sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions").json()["sessions"]
+    sessions = httpx.get(f"{live_server}/v1/users/conv-test/sessions", headers=AUTH).json()[
+        "sessions"
+    ]
     assert sorted(item["stored_turns"] for item in sessions) == [2, 3]
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from app.shortterm import StoredTurn
 from app.worker import PromotionWorker
 from embeddings.base import Embedder
+from tests.conftest import service_token
 from tests.helpers import post_turns, turn, wait_until
 
 if TYPE_CHECKING:
@@ -269,7 +270,8 @@ async def test_delete_session_removes_memories(client: httpx.AsyncClient, runtim
 async def test_live_server_promotes_in_process(live_server: str) -> None:
     import httpx  # noqa: PLC0415
 
-    async with httpx.AsyncClient(base_url=live_server) as http:
+    headers = {"authorization": f"Bearer {service_token()}"}
+    async with httpx.AsyncClient(base_url=live_server, headers=headers) as http:
         response = await http.post(
             "/v1/sessions/s1/turns",
             json={"user_id": "carol", "turns": [turn("Carol adopted a grey cat named Miso.")]},

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
+from app.auth import Principal, current_principal
 from app.schemas import SCOPE_ID_PATTERN, Problem
 from app.service import MemoryService
 
 if TYPE_CHECKING:
+    from litestar import Request
     from litestar.datastructures import State
 
 UserIdQuery = Annotated[
@@ -40,8 +42,8 @@ CursorQuery = Annotated[
 
 Service = NamedDependency[MemoryService]
 """The memory service, injected by name as ``service``."""
-Tenant = NamedDependency[str]
-"""The caller's tenant id, injected by name as ``tenant``."""
+Caller = NamedDependency[Principal]
+"""The authenticated caller, injected by name as ``caller``."""
 
 
 def provide_service(state: State) -> MemoryService:
@@ -49,10 +51,8 @@ def provide_service(state: State) -> MemoryService:
     return service
 
 
-def provide_tenant(state: State) -> str:
-    """Return the caller's tenant; one configured tenant serves every request for now."""
-    tenant: str = state.settings.server.default_tenant
-    return tenant
+def provide_caller(request: Request[Any, Any, Any]) -> Principal:
+    return current_principal(request)
 
 
 def _problem_spec(description: str) -> ResponseSpec:

@@ -9,37 +9,53 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from app import schemas
-from app.api.deps import PROBLEM_RESPONSES, Service, Tenant, UserIdQuery
+from app.api.deps import PROBLEM_RESPONSES, Caller, Service, UserIdQuery
+from app.auth import DELETE, READ, require
 
 
 class MemoryController(Controller):
     path = "/v1"
     tags = ("memories",)
 
-    @post("/memories/search", status_code=HTTP_200_OK, responses=PROBLEM_RESPONSES)
+    @post(
+        "/memories/search",
+        status_code=HTTP_200_OK,
+        responses=PROBLEM_RESPONSES,
+        guards=[require(READ)],
+    )
     async def search(
-        self, service: Service, tenant: Tenant, data: JSONBody[schemas.SearchRequest]
+        self, service: Service, caller: Caller, data: JSONBody[schemas.SearchRequest]
     ) -> schemas.SearchResponse:
         """Find a user's memories nearest in meaning to a query."""
-        return await service.search(tenant, data)
+        caller.user_for(data.user_id)
+        return await service.search(caller.tenant_id, data)
 
-    @get("/memories/{memory_id:uuid}", responses=PROBLEM_RESPONSES)
+    @get("/memories/{memory_id:uuid}", responses=PROBLEM_RESPONSES, guards=[require(READ)])
     async def get_memory(
-        self, service: Service, tenant: Tenant, memory_id: FromPath[UUID], user_id: UserIdQuery
+        self, service: Service, caller: Caller, memory_id: FromPath[UUID], user_id: UserIdQuery
     ) -> schemas.MemoryOut:
         """Return one memory of the user."""
-        return await service.get_memory(tenant, user_id, memory_id)
+        user = caller.user_for(user_id)
+        return await service.get_memory(caller.tenant_id, user, memory_id)
 
-    @delete("/memories/{memory_id:uuid}", responses=PROBLEM_RESPONSES)
+    @delete("/memories/{memory_id:uuid}", responses=PROBLEM_RESPONSES, guards=[require(DELETE)])
     async def delete_memory(
-        self, service: Service, tenant: Tenant, memory_id: FromPath[UUID], user_id: UserIdQuery
+        self, service: Service, caller: Caller, memory_id: FromPath[UUID], user_id: UserIdQuery
     ) -> None:
         """Delete one memory of the user."""
-        await service.delete_memory(tenant, user_id, memory_id)
+        user = caller.user_for(user_id)
+        await service.delete_memory(caller.tenant_id, user, memory_id)
 
-    @post("/context", status_code=HTTP_200_OK, tags=["context"], responses=PROBLEM_RESPONSES)
+    @post(
+        "/context",
+        status_code=HTTP_200_OK,
+        tags=["context"],
+        responses=PROBLEM_RESPONSES,
+        guards=[require(READ)],
+    )
     async def context(
-        self, service: Service, tenant: Tenant, data: JSONBody[schemas.ContextRequest]
+        self, service: Service, caller: Caller, data: JSONBody[schemas.ContextRequest]
     ) -> schemas.ContextResponse:
         """Return messages for an LLM call: relevant memories, then the recent window."""
-        return await service.context(tenant, data)
+        caller.user_for(data.user_id)
+        return await service.context(caller.tenant_id, data)

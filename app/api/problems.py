@@ -14,6 +14,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -29,6 +31,8 @@ from app.logging import get_logger
 from app.schemas import SCOPE_ID_PATTERN, TURN_ID_PATTERN
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from litestar import Request, Response
 
 log = get_logger("http")
@@ -133,28 +137,48 @@ def domain_problem(error: EngramError) -> ProblemDetailsException:
     return _problem(500, "internal", "Internal server error", _INTERNAL_DETAIL)
 
 
+# Status code to (problem type, title, detail built from Litestar's detail, extra headers).
+_HTTP_PROBLEMS: dict[int, tuple[str, str, Callable[[str], str], dict[str, str] | None]] = {
+    HTTP_400_BAD_REQUEST: (
+        "malformed-request",
+        "Malformed request",
+        lambda detail: (
+            f"The request body could not be parsed ({detail}); "
+            "send a JSON object with the content type application/json."
+        ),
+        None,
+    ),
+    HTTP_401_UNAUTHORIZED: (
+        "unauthorized",
+        "Unauthorized",
+        lambda detail: f"{detail}; send a valid token as 'Authorization: Bearer <token>'.",
+        {"WWW-Authenticate": "Bearer"},
+    ),
+    HTTP_403_FORBIDDEN: ("forbidden", "Forbidden", lambda detail: detail, None),
+    HTTP_404_NOT_FOUND: (
+        "not-found",
+        "Not found",
+        lambda _: "No resource exists at this path; see /docs.",
+        None,
+    ),
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE: (
+        "too-large",
+        "Payload too large",
+        lambda _: (
+            "The request body is larger than ENGRAM_MAX_REQUEST_BYTES allows; "
+            "send less per request."
+        ),
+        None,
+    ),
+}
+
+
 def http_problem(error: HTTPException) -> ProblemDetailsException:
     status = error.status_code
-    if status == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
-        return _problem(
-            413,
-            "too-large",
-            "Payload too large",
-            "The request body is larger than ENGRAM_MAX_REQUEST_BYTES allows; "
-            "send less per request.",
-        )
-    if status == HTTP_400_BAD_REQUEST:
-        return _problem(
-            400,
-            "malformed-request",
-            "Malformed request",
-            f"The request body could not be parsed ({error.detail}); "
-            "send a JSON object with the content type application/json.",
-        )
-    if status == HTTP_404_NOT_FOUND:
-        return _problem(
-            404, "not-found", "Not found", "No resource exists at this path; see /docs."
-        )
+    known = _HTTP_PROBLEMS.get(status)
+    if known is not None:
+        slug, title, describe, headers = known
+        return _problem(status, slug, title, describe(str(error.detail)), headers=headers)
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         return _problem(status, "internal", "Internal server error", _INTERNAL_DETAIL)
     title = str(error.detail) if error.detail else "HTTP error"

@@ -9,14 +9,15 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from app import schemas
 from app.api.deps import (
     PROBLEM_RESPONSES,
+    Caller,
     CursorQuery,
     LimitQuery,
     Service,
     SessionIdPath,
-    Tenant,
     UserIdPath,
     UserIdQuery,
 )
+from app.auth import DELETE, READ, WRITE, require
 
 
 class SessionController(Controller):
@@ -27,11 +28,12 @@ class SessionController(Controller):
         "/sessions/{session_id:str}/turns",
         status_code=HTTP_202_ACCEPTED,
         responses=PROBLEM_RESPONSES,
+        guards=[require(WRITE)],
     )
     async def append_turns(
         self,
         service: Service,
-        tenant: Tenant,
+        caller: Caller,
         session_id: SessionIdPath,
         data: JSONBody[schemas.AppendTurnsRequest],
     ) -> schemas.AppendTurnsResponse:
@@ -39,36 +41,40 @@ class SessionController(Controller):
 
         A turn id sent again is stored once and reported as a duplicate.
         """
-        return await service.append_turns(tenant, session_id, data)
+        caller.user_for(data.user_id)
+        return await service.append_turns(caller.tenant_id, session_id, data)
 
-    @get("/sessions/{session_id:str}/turns", responses=PROBLEM_RESPONSES)
+    @get("/sessions/{session_id:str}/turns", responses=PROBLEM_RESPONSES, guards=[require(READ)])
     async def list_turns(
         self,
         service: Service,
-        tenant: Tenant,
+        caller: Caller,
         session_id: SessionIdPath,
         user_id: UserIdQuery,
         limit: LimitQuery = None,
         cursor: CursorQuery = None,
     ) -> schemas.TurnPage:
         """Return the session window, oldest turn first, one page at a time."""
-        return await service.list_turns(tenant, user_id, session_id, limit, cursor)
+        user = caller.user_for(user_id)
+        return await service.list_turns(caller.tenant_id, user, session_id, limit, cursor)
 
-    @delete("/sessions/{session_id:str}", responses=PROBLEM_RESPONSES)
+    @delete("/sessions/{session_id:str}", responses=PROBLEM_RESPONSES, guards=[require(DELETE)])
     async def delete_session(
-        self, service: Service, tenant: Tenant, session_id: SessionIdPath, user_id: UserIdQuery
+        self, service: Service, caller: Caller, session_id: SessionIdPath, user_id: UserIdQuery
     ) -> None:
         """Delete a session: its window, its long-term memories and its unpromoted turns."""
-        await service.delete_session(tenant, user_id, session_id)
+        user = caller.user_for(user_id)
+        await service.delete_session(caller.tenant_id, user, session_id)
 
-    @get("/users/{user_id:str}/sessions", responses=PROBLEM_RESPONSES)
+    @get("/users/{user_id:str}/sessions", responses=PROBLEM_RESPONSES, guards=[require(READ)])
     async def list_sessions(
         self,
         service: Service,
-        tenant: Tenant,
+        caller: Caller,
         user_id: UserIdPath,
         limit: LimitQuery = None,
         cursor: CursorQuery = None,
     ) -> schemas.SessionList:
         """Return a user's sessions with turn counts and last activity, newest first."""
-        return await service.list_sessions(tenant, user_id, limit, cursor)
+        user = caller.user_for(user_id)
+        return await service.list_sessions(caller.tenant_id, user, limit, cursor)
