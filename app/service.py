@@ -293,6 +293,13 @@ class MemoryService:
                     f"content is {size} bytes; the limit is {limits.max_content_bytes} bytes "
                     "(MEMORY_MAX_CONTENT_BYTES), so split the text into several turns",
                 )
+            depth = json_depth(turn.metadata)
+            if depth > limits.max_metadata_depth:
+                raise InvalidInputError(
+                    f"turns.{index}.metadata",
+                    f"metadata is nested {depth} levels deep; the limit is "
+                    f"{limits.max_metadata_depth} (MEMORY_MAX_METADATA_DEPTH), so flatten it",
+                )
             metadata_size = len(json.dumps(turn.metadata, ensure_ascii=False).encode("utf-8"))
             if metadata_size > limits.max_metadata_bytes:
                 raise PayloadTooLargeError(
@@ -300,6 +307,15 @@ class MemoryService:
                     f"metadata is {metadata_size} bytes of JSON; the limit is "
                     f"{limits.max_metadata_bytes} bytes (MEMORY_MAX_METADATA_BYTES)",
                 )
+
+
+def json_depth(value: object) -> int:
+    """Return how deeply objects and lists nest in a JSON value; a scalar is depth 0."""
+    if isinstance(value, dict):
+        return 1 + max((json_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((json_depth(item) for item in value), default=0)
+    return 0
 
 
 def _check_cursor(cursor: str) -> int:

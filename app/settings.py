@@ -152,6 +152,9 @@ class MemorySettings(BaseSettings):
     )
     page_default_items: int = Field(50, ge=1, description="Items per page when none are requested.")
     page_max_items: int = Field(500, ge=1, description="Most items one page may ask for.")
+    max_metadata_depth: int = Field(
+        5, ge=1, description="Deepest nesting of objects and lists in turn metadata."
+    )
     search_default_limit: int = Field(10, ge=1, description="Search hits when none are requested.")
     search_max_limit: int = Field(
         100, ge=1, description="Most search hits one request may ask for."

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from app.service import json_depth
 from tests.helpers import post_turns, turn
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ BAD_TURN_BATCHES: list[tuple[str, list[dict[str, Any]], int, str]] = [
     ("unknown field", [{"role": "user", "content": "hi", "colour": "red"}], 422, "turns.0.colour"),
     ("oversized content", [turn("ok"), turn(BIG_TEXT)], 413, "turns.1.content"),
     ("oversized metadata", [turn("hi", metadata={"blob": "y" * 9000})], 413, "turns.0.metadata"),
+    (
+        "metadata too deep",
+        [turn("hi", metadata={"a": {"b": {"c": {"d": {"e": [1]}}}}})],
+        422,
+        "turns.0.metadata",
+    ),
     ("oversized batch", [turn(f"t{i}") for i in range(101)], 413, "turns"),
     ("empty batch", [], 422, "turns"),
 ]
@@ -67,6 +74,14 @@ async def test_bad_turns_are_rejected(
     assert problem["detail"]
     assert field in [error["field"] for error in problem["errors"]]
     await _nothing_stored(client, runtime, "alice")
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"),
+    [(1, 0), ({}, 1), ({"a": [1, {"b": 2}]}, 3), ([[[]]], 3), ({"a": {"b": {}}, "c": 1}, 3)],
+)
+def test_json_depth(value: object, depth: int) -> None:
+    assert json_depth(value) == depth
 
 
 async def test_oversized_content_message_names_limit(client: httpx.AsyncClient) -> None:
