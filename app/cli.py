@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.client import EngramHTTP, ServiceError
@@ -239,7 +240,8 @@ def _fail_on_service_error(call: Any) -> Any:
     try:
         return call()
     except ServiceError as error:
-        err_console.print(f"[red]error:[/] {error}")
+        message = escape(str(error))
+        err_console.print(f"[red]error:[/] {message}", soft_wrap=True, highlight=False)
         raise SystemExit(1) from error
 
 
@@ -271,6 +273,11 @@ def token(
 
     secret = os.environ.get("AUTH_HS256_SECRET")
     if secret is None and secret_file is not None:
+        if not secret_file.is_file():
+            raise click.UsageError(
+                f"the secret file {secret_file} does not exist; start the service once with "
+                "`make run` (it creates the file) or set AUTH_HS256_SECRET"
+            )
         secret = secret_file.read_text(encoding="utf-8").strip()
     if not secret:
         raise click.UsageError(

@@ -8,6 +8,7 @@ from typing import Any, Self
 import httpx
 
 RETRY_STATUSES = {429, 502, 503, 504}
+HTTP_UNAUTHORIZED = 401
 
 
 class ServiceError(Exception):
@@ -71,6 +72,8 @@ def _decode(response: httpx.Response) -> Any:
         fields = [f"{item['field']} {item['message']}" for item in problem.get("errors") or []]
         if fields:
             detail = f"{detail} ({'; '.join(fields)})"
+        if response.status_code == HTTP_UNAUTHORIZED:
+            detail = f"{detail} Set ENGRAM_TOKEN or pass --token; `make token SUB=name` makes one."
     except (ValueError, KeyError, TypeError, AttributeError):
         detail = response.text[:200]
     raise ServiceError(

@@ -366,6 +366,17 @@ def test_token_command_needs_secret() -> None:
     assert "AUTH_HS256_SECRET" in result.output
 
 
+def test_token_command_explains_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-secret"
+    runner = CliRunner(env={"AUTH_HS256_SECRET": None, "AUTH_HS256_SECRET_FILE": str(missing)})
+
+    result = runner.invoke(cli.main, ["token", "--sub", "alice"])
+
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_init_secret_creates_private_file_once(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "auth-secret"
 

@@ -153,6 +153,16 @@ def test_cli_reports_unreachable_service() -> None:
     assert "cannot reach http://127.0.0.1:9" in result.output
 
 
+def test_cli_explains_missing_token(live_server: str) -> None:
+    runner = CliRunner(env={"ENGRAM_TOKEN": None})
+
+    result = runner.invoke(cli.main, ["search", "hello", "--user", "u", "--url", live_server])
+
+    assert result.exit_code == 1
+    assert "returned 401" in result.output
+    assert "Set ENGRAM_TOKEN or pass --token" in result.output
+
+
 def test_cli_reports_rejected_request(live_server: str) -> None:
     result = run_cli("search", "hello", "--user", "not valid!", "--url", live_server)
 
