@@ -53,7 +53,7 @@ class AuthSettings(BaseSettings):
     )
     hs256_secret: SecretStr | None = Field(None, description="Shared secret for HS256 tokens.")
     hs256_secret_file: Path | None = Field(
-        None, description="File that holds the HS256 secret (used when AUTH_HS256_SECRET is unset)."
+        None, description="File with the HS256 secret, read when AUTH_HS256_SECRET is unset."
     )
     hs256_key_id: str = Field(
         "default",
@@ -188,7 +188,7 @@ class WorkerSettings(BaseSettings):
         description="Name of this consumer in the stream's consumer group.",
     )
     batch_size: int = Field(64, ge=1, le=10_000, description="Events read and embedded together.")
-    block_ms: int = Field(1000, ge=1, description="Longest wait for new events per read, ms.")
+    block_ms: int = Field(1000, ge=1, description="Maximum wait for new events per read, ms.")
     claim_idle_ms: int = Field(
         30_000, ge=100, description="Idle time after which another consumer's events are taken, ms."
     )
@@ -198,7 +198,7 @@ class WorkerSettings(BaseSettings):
     retry_initial_s: float = Field(
         0.5, gt=0, description="First back-off after an outage, seconds."
     )
-    retry_max_s: float = Field(30.0, gt=0, description="Longest back-off after an outage, seconds.")
+    retry_max_s: float = Field(30.0, gt=0, description="Maximum back-off after an outage, seconds.")
 
 
 class Settings(BaseModel):
