@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -18,7 +19,7 @@ from app import __version__
 from app.api.deps import provide_caller, provide_service
 from app.api.health import health, ready
 from app.api.memories import MemoryController
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import RequestContextMiddleware, add_security_headers
 from app.api.problems import internal_error_handler, problem_config
 from app.api.sessions import SessionController
 from app.auth import build_jwt_auth
@@ -80,6 +81,16 @@ def create_app(
         lifespan=[lifespan],
         state=State({"settings": settings}),
         middleware=[RequestContextMiddleware()],
+        before_send=[add_security_headers],
+        cors_config=(
+            CORSConfig(
+                allow_origins=settings.server.cors_origins,
+                allow_headers=["authorization", "content-type", "x-request-id"],
+                expose_headers=["x-request-id", "retry-after"],
+            )
+            if settings.server.cors_origins
+            else None
+        ),
         plugins=[ProblemDetailsPlugin(problem_config())],
         on_app_init=[jwt_auth.on_app_init] if jwt_auth else [],
         exception_handlers={Exception: internal_error_handler},

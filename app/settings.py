@@ -36,6 +36,11 @@ class ServerSettings(BaseSettings):
     max_request_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body, in bytes."
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser, as a JSON list; "
+        "empty turns CORS off.",
+    )
     default_tenant: str = Field(
         "default", description="Tenant of every request in AUTH_DEV_MODE; tokens name their own."
     )

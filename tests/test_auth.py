@@ -389,3 +389,60 @@ def test_init_secret_creates_private_file_once(tmp_path: Path) -> None:
     assert len(content) >= 32
     assert path.read_text(encoding="utf-8") == content
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> None:
+    api = await client.get("/v1/users/alice/sessions")
+    missing = await client.get("/v1/nothing-here")
+    docs = await client.get("/docs")
+
+    for response in (api, missing, docs):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert "strict-transport-security" not in response.headers
+    assert api.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+
+
+async def test_hsts_only_over_https(app: Any, runtime: Runtime) -> None:
+    attach_runtime(app, runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as secure:
+        response = await secure.get("/health")
+
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        "/v1/memories/search",
+        headers={"origin": "https://chat.example", "access-control-request-method": "POST"},
+    )
+
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_allows_configured_origin(runtime: Runtime) -> None:
+    settings = runtime.settings.model_copy(
+        update={
+            "server": runtime.settings.server.model_copy(
+                update={"cors_origins": ["https://chat.example"]}
+            )
+        }
+    )
+    app = create_app(settings)
+    attach_runtime(app, runtime)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+        allowed = await browser.options(
+            "/v1/memories/search",
+            headers={"origin": "https://chat.example", "access-control-request-method": "POST"},
+        )
+        other = await browser.options(
+            "/v1/memories/search",
+            headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+        )
+
+    assert allowed.headers["access-control-allow-origin"] == "https://chat.example"
+    assert "access-control-allow-origin" not in other.headers
