@@ -21,6 +21,7 @@ from app.api.health import health, ready
 from app.api.memories import MemoryController
 from app.api.middleware import RequestContextMiddleware, add_security_headers
 from app.api.problems import internal_error_handler, problem_config
+from app.api.ratelimit import rate_limit_middleware, register_rate_limit_stores
 from app.api.sessions import SessionController
 from app.auth import build_jwt_auth
 from app.logging import configure_logging, get_logger
@@ -80,7 +81,7 @@ def create_app(
         },
         lifespan=[lifespan],
         state=State({"settings": settings}),
-        middleware=[RequestContextMiddleware()],
+        middleware=[RequestContextMiddleware(), *rate_limit_middleware(settings.server)],
         before_send=[add_security_headers],
         cors_config=(
             CORSConfig(
@@ -110,6 +111,7 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     """Make a runtime's stores and service available to the handlers."""
     app.state.runtime = runtime
     app.state.service = MemoryService(runtime)
+    register_rate_limit_stores(app, runtime.redis, runtime.settings.redis.key_prefix)
 
 
 async def _stop_worker(task: asyncio.Task[None]) -> None:

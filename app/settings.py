@@ -41,6 +41,12 @@ class ServerSettings(BaseSettings):
         description="Origins allowed to call the API from a browser, as a JSON list; "
         "empty turns CORS off.",
     )
+    rate_limit_per_token_per_minute: int = Field(
+        600, ge=0, description="Requests per minute for one bearer token; 0 turns the limit off."
+    )
+    rate_limit_per_address_per_minute: int = Field(
+        1200, ge=0, description="Requests per minute from one client address; 0 turns it off."
+    )
     default_tenant: str = Field(
         "default", description="Tenant of every request in AUTH_DEV_MODE; tokens name their own."
     )

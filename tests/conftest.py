@@ -99,7 +99,12 @@ def user_token(user_id: str, tenant_id: str = "default") -> str:
 
 def make_settings(redis_url: str, database_url: str, **memory: Any) -> Settings:
     return Settings(
-        server=ServerSettings(log_format="json"),
+        # Rate limits are off here; their own tests turn them on with small numbers.
+        server=ServerSettings(
+            log_format="json",
+            rate_limit_per_token_per_minute=0,
+            rate_limit_per_address_per_minute=0,
+        ),
         auth=AuthSettings(hs256_secret=SecretStr(TEST_SECRET)),
         redis=RedisSettings(url=redis_url),
         database=DatabaseSettings(url=database_url),

@@ -446,3 +446,53 @@ async def test_cors_allows_configured_origin(runtime: Runtime) -> None:
 
     assert allowed.headers["access-control-allow-origin"] == "https://chat.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+def _limited_settings(runtime: Runtime, per_token: int, per_address: int) -> Any:
+    server = runtime.settings.server.model_copy(
+        update={
+            "rate_limit_per_token_per_minute": per_token,
+            "rate_limit_per_address_per_minute": per_address,
+        }
+    )
+    return runtime.settings.model_copy(update={"server": server})
+
+
+async def _limited_client(runtime: Runtime, per_token: int, per_address: int) -> httpx.AsyncClient:
+    app = create_app(_limited_settings(runtime, per_token, per_address))
+    attach_runtime(app, runtime)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_rate_limit_per_token(runtime: Runtime) -> None:
+    first, second = bearer(service_token("t1")), bearer(service_token("t2"))
+    async with await _limited_client(runtime, per_token=3, per_address=100) as client:
+        allowed = [await client.get("/v1/users/u/sessions", headers=first) for _ in range(3)]
+        refused = await client.get("/v1/users/u/sessions", headers=first)
+        other_token = await client.get("/v1/users/u/sessions", headers=second)
+        probe = await client.get("/health")
+
+    assert [response.status_code for response in allowed] == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["type"] == "urn:engram:problem:rate-limited"
+    assert other_token.status_code == 200
+    assert probe.status_code == 200
+    keys = [key async for key in runtime.redis.scan_iter(match="engram:engram-rate-limit-*")]
+    assert keys
+
+
+async def test_rate_limit_per_address(runtime: Runtime) -> None:
+    async with await _limited_client(runtime, per_token=100, per_address=2) as client:
+        statuses = [
+            (
+                await client.get(
+                    "/v1/users/u/sessions", headers=bearer(service_token(f"tenant-{index}"))
+                )
+            ).status_code
+            for index in range(3)
+        ]
+
+    assert statuses == [200, 200, 429]

@@ -18,6 +18,7 @@ from litestar.status_codes import (
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 
@@ -161,6 +162,15 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str, Callable[[str], str], dict[str, str] |
         lambda _: "No resource exists at this path; see /docs.",
         None,
     ),
+    HTTP_429_TOO_MANY_REQUESTS: (
+        "rate-limited",
+        "Too many requests",
+        lambda _: (
+            "This token or client address is over its request rate limit; "
+            "retry after the number of seconds in Retry-After."
+        ),
+        None,
+    ),
     HTTP_413_REQUEST_ENTITY_TOO_LARGE: (
         "too-large",
         "Payload too large",
@@ -173,11 +183,20 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str, Callable[[str], str], dict[str, str] |
 }
 
 
+def _retry_headers(limit_headers: dict[str, str] | None) -> dict[str, str]:
+    """Keep the rate-limit headers and add Retry-After from the window's reset time."""
+    headers = dict(limit_headers or {})
+    headers["Retry-After"] = str(max(1, int(headers.get("RateLimit-Reset", "1"))))
+    return headers
+
+
 def http_problem(error: HTTPException) -> ProblemDetailsException:
     status = error.status_code
     known = _HTTP_PROBLEMS.get(status)
     if known is not None:
         slug, title, describe, headers = known
+        if status == HTTP_429_TOO_MANY_REQUESTS:
+            headers = _retry_headers(error.headers)
         return _problem(status, slug, title, describe(str(error.detail)), headers=headers)
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         return _problem(status, "internal", "Internal server error", _INTERNAL_DETAIL)

@@ -1,0 +1,68 @@
+"""Request rate limits per bearer token and per client address, counted in Redis.
+
+Both limits use Litestar's rate-limit middleware. Its counters live in
+Redis stores registered when the runtime is attached, so every API process
+shares them. A client over a limit gets a 429 problem response with
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
+from litestar.stores.redis import RedisStore
+
+if TYPE_CHECKING:
+    from litestar import Litestar, Request
+    from litestar.middleware import DefineMiddleware
+    from redis.asyncio import Redis
+
+    from app.settings import ServerSettings
+
+CALLER_LIMIT_STORE = "engram-rate-limit-token"
+ADDRESS_LIMIT_STORE = "engram-rate-limit-address"
+_UNLIMITED_PATHS = ["^/health", "^/ready"]
+
+
+def _token_identifier(request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    # A digest keeps tokens out of Redis keys; requests without a token share one bucket.
+    return "token:" + hashlib.sha256(header.encode()).hexdigest()[:32]
+
+
+def _address_identifier(request: Request[Any, Any, Any]) -> str:
+    return "address:" + get_remote_address(request)
+
+
+def rate_limit_middleware(settings: ServerSettings) -> list[DefineMiddleware]:
+    """Return the configured limiters; a limit of 0 turns that limiter off."""
+    limiters = []
+    if settings.rate_limit_per_token_per_minute > 0:
+        limiters.append(
+            RateLimitConfig(
+                rate_limit=("minute", settings.rate_limit_per_token_per_minute),
+                identifier_for_request=_token_identifier,
+                store=CALLER_LIMIT_STORE,
+                exclude=_UNLIMITED_PATHS,
+            ).middleware
+        )
+    if settings.rate_limit_per_address_per_minute > 0:
+        limiters.append(
+            RateLimitConfig(
+                rate_limit=("minute", settings.rate_limit_per_address_per_minute),
+                identifier_for_request=_address_identifier,
+                store=ADDRESS_LIMIT_STORE,
+                exclude=_UNLIMITED_PATHS,
+            ).middleware
+        )
+    return limiters
+
+
+def register_rate_limit_stores(app: Litestar, redis: Redis, key_prefix: str) -> None:
+    """Keep rate-limit counters in Redis, shared by every API process."""
+    for name in (CALLER_LIMIT_STORE, ADDRESS_LIMIT_STORE):
+        app.stores.register(
+            name, RedisStore(redis, namespace=f"{key_prefix}:{name}"), allow_override=True
+        )
