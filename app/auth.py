@@ -18,6 +18,7 @@ RSA public key can never be used as an HMAC secret.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from litestar.security.jwt import JWTAuth, Token
 
 from app.errors import ConfigurationError
 from app.logging import get_logger
+from app.schemas import SCOPE_ID_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -167,8 +169,12 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     """Build the caller from verified claims; raise ``NotAuthorizedException`` if one is missing."""
     tenant = claims.get("tid")
     subject = claims.get("sub")
-    if not isinstance(tenant, str) or not tenant or not isinstance(subject, str) or not subject:
+    if not isinstance(tenant, str) or not isinstance(subject, str) or not subject:
         raise NotAuthorizedException(detail="the token needs string claims tid and sub")
+    if not re.fullmatch(SCOPE_ID_PATTERN, tenant):
+        raise NotAuthorizedException(
+            detail="the token's tid must be 1-128 letters, digits or . _ @ + = -"
+        )
     raw_scopes = claims.get("scopes", claims.get("scope", ""))
     scopes = raw_scopes.split() if isinstance(raw_scopes, str) else list(raw_scopes)
     kind: Literal["user", "service"] = "service" if SERVICE_SCOPES & set(scopes) else "user"

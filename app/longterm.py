@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 # Fixed namespace: a turn's memory id is derived from its scope and turn id,
 # so every retry of the same turn writes the same row.
+# The session id a tombstone uses when the whole user was erased; never a valid session id.
+WHOLE_USER = "*"
+
 _TURN_NAMESPACE = uuid.UUID("5b1f7d1e-8c43-4d5e-9a39-2f0a4e6c8b11")
 
 _MEMORY_TABLE = Memory.__table__  # type: ignore[attr-defined]
@@ -148,10 +151,10 @@ class LongTermStore:
     async def _live_turns(
         self, connection: AsyncConnection, turns: Sequence[StoredTurn], accepted_ms: Sequence[int]
     ) -> list[bool]:
-        scopes = sorted({(turn.tenant_id, turn.user_id, turn.session_id) for turn in turns})
-        for scope in scopes:
-            await _lock_session(connection, *scope)
-        deleted = await _deletion_times(connection, set(scopes))
+        for tenant_id, user_id in sorted({(turn.tenant_id, turn.user_id) for turn in turns}):
+            await _lock_user(connection, tenant_id, user_id)
+        scopes = {(turn.tenant_id, turn.user_id, turn.session_id) for turn in turns}
+        deleted = await _deletion_times(connection, scopes)
         return [
             deleted.get((turn.tenant_id, turn.user_id, turn.session_id), -1) < accepted
             for turn, accepted in zip(turns, accepted_ms, strict=True)
@@ -184,7 +187,8 @@ class LongTermStore:
         """Delete a session's memories and record the deletion time; return rows deleted.
 
         The record makes the worker drop events of this session that were
-        accepted before ``deleted_ms`` but not promoted yet.
+        accepted before ``deleted_ms`` but not promoted yet. ``WHOLE_USER``
+        as the session id deletes every session of the user.
         """
         tombstone = insert(_TOMBSTONE_TABLE).values(
             tenant_id=tenant_id, user_id=user_id, session_id=session_id, deleted_ms=deleted_ms
@@ -194,15 +198,35 @@ class LongTermStore:
             set_={"deleted_ms": func.greatest(_TOMBSTONE_TABLE.c.deleted_ms, deleted_ms)},
         )
         statement = delete(_MEMORY_TABLE).where(
-            _MEMORY_TABLE.c.tenant_id == tenant_id,
-            _MEMORY_TABLE.c.user_id == user_id,
-            _MEMORY_TABLE.c.session_id == session_id,
+            _MEMORY_TABLE.c.tenant_id == tenant_id, _MEMORY_TABLE.c.user_id == user_id
         )
+        if session_id != WHOLE_USER:
+            statement = statement.where(_MEMORY_TABLE.c.session_id == session_id)
         async with self._engine.begin() as connection:
-            await _lock_session(connection, tenant_id, user_id, session_id)
+            await _lock_user(connection, tenant_id, user_id)
             await connection.execute(tombstone)
             result = await connection.execute(statement)
         return int(result.rowcount)
+
+    async def erase_user(self, tenant_id: str, user_id: str, deleted_ms: int) -> int:
+        """Delete every memory of a user and record the erasure; return rows deleted.
+
+        Like ``delete_session``, the record makes the worker drop the user's
+        events that were accepted before ``deleted_ms``.
+        """
+        return await self.delete_session(tenant_id, user_id, WHOLE_USER, deleted_ms)
+
+    async def all_memories(self, tenant_id: str, user_id: str) -> list[StoredMemory]:
+        """Return every memory of a user, oldest first, without vectors."""
+        columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
+        statement = (
+            select(*columns)
+            .where(_MEMORY_TABLE.c.tenant_id == tenant_id, _MEMORY_TABLE.c.user_id == user_id)
+            .order_by(_MEMORY_TABLE.c.occurred_at, _MEMORY_TABLE.c.id)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
+        return [StoredMemory(**row) for row in rows]
 
     async def deletion_times(
         self, scopes: set[tuple[str, str, str]]
@@ -246,26 +270,34 @@ class LongTermStore:
         return True
 
 
-async def _lock_session(
-    connection: AsyncConnection, tenant_id: str, user_id: str, session_id: str
-) -> None:
-    """Take a transaction-scoped lock on one session's long-term rows."""
-    key = f"{tenant_id}|{user_id}|{session_id}"
+async def _lock_user(connection: AsyncConnection, tenant_id: str, user_id: str) -> None:
+    """Take a transaction-scoped lock on one user's long-term rows."""
     await connection.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"{tenant_id}|{user_id}"},
     )
 
 
 async def _deletion_times(
     connection: AsyncConnection, scopes: set[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], int]:
+    """Return, per (tenant, user, session), the latest deletion of the session or the user."""
     columns = (
         _TOMBSTONE_TABLE.c.tenant_id,
         _TOMBSTONE_TABLE.c.user_id,
         _TOMBSTONE_TABLE.c.session_id,
     )
+    wanted = scopes | {(tenant, user, WHOLE_USER) for tenant, user, _ in scopes}
     statement = select(*columns, _TOMBSTONE_TABLE.c.deleted_ms).where(
-        tuple_(*columns).in_(list(scopes))
+        tuple_(*columns).in_(list(wanted))
     )
     rows = (await connection.execute(statement)).all()
-    return {(row[0], row[1], row[2]): int(row[3]) for row in rows}
+    found = {(row[0], row[1], row[2]): int(row[3]) for row in rows}
+
+    times: dict[tuple[str, str, str], int] = {}
+    for scope in scopes:
+        tenant, user, _ = scope
+        latest = max(found.get(scope, -1), found.get((tenant, user, WHOLE_USER), -1))
+        if latest >= 0:
+            times[scope] = latest
+    return times

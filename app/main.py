@@ -16,15 +16,17 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from app import __version__
-from app.api.deps import provide_caller, provide_service
+from app.api.deps import provide_audit, provide_caller, provide_service, provide_users
 from app.api.health import health, ready
 from app.api.memories import MemoryController
 from app.api.middleware import RequestContextMiddleware, add_security_headers
 from app.api.problems import internal_error_handler, problem_config
 from app.api.ratelimit import rate_limit_middleware, register_rate_limit_stores
 from app.api.sessions import SessionController
+from app.api.users import UserController
 from app.auth import build_jwt_auth
 from app.logging import configure_logging, get_logger
+from app.privacy import UserDataService
 from app.runtime import Runtime, open_runtime
 from app.service import MemoryService
 from app.settings import Settings, load_settings
@@ -74,10 +76,12 @@ def create_app(
             log.info("app.stopped")
 
     return Litestar(
-        route_handlers=[SessionController, MemoryController, health, ready],
+        route_handlers=[SessionController, MemoryController, UserController, health, ready],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
             "caller": Provide(provide_caller, sync_to_thread=False),
+            "audit": Provide(provide_audit, sync_to_thread=False),
+            "users": Provide(provide_users, sync_to_thread=False),
         },
         lifespan=[lifespan],
         state=State({"settings": settings}),
@@ -111,6 +115,7 @@ def attach_runtime(app: Litestar, runtime: Runtime) -> None:
     """Make a runtime's stores and service available to the handlers."""
     app.state.runtime = runtime
     app.state.service = MemoryService(runtime)
+    app.state.users = UserDataService(runtime)
     register_rate_limit_stores(app, runtime.redis, runtime.settings.redis.key_prefix)
 
 

@@ -14,6 +14,7 @@ import anyio.to_thread
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.audit import AuditLog
 from app.db import migrate
 from app.embedded import EmbeddedServers
 from app.errors import ConfigurationError
@@ -53,6 +54,7 @@ class Runtime:
     counter: TiktokenCounter
     prompts: dict[str, Prompt]
     embedded: EmbeddedServers | None
+    audit: AuditLog
 
     def new_worker(self, consumer: str | None = None) -> PromotionWorker:
         return PromotionWorker(
@@ -130,6 +132,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         counter=counter,
         prompts=prompts,
         embedded=embedded,
+        audit=AuditLog(engine),
     )
     await runtime.stream.ensure_group()
     log.info("runtime.ready", dimension=embedder.dimension)

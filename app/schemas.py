@@ -222,3 +222,47 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, str]] | None = None
+
+
+class AuditEntryOut(BaseModel):
+    """One audited action: who, what, on which ids, when and from where."""
+
+    id: int
+    occurred_at: datetime
+    tenant_id: str
+    subject: str
+    token_id: str | None
+    action: str
+    user_id: str | None
+    object_ids: list[str]
+    client_address: str | None
+    request_id: str | None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for older entries.")
+
+
+class ExportedSession(BaseModel):
+    session_id: str
+    last_activity_at: datetime
+    turns: list[TurnOut]
+
+
+class UserExport(BaseModel):
+    """Everything Engram holds about one user."""
+
+    tenant_id: str
+    user_id: str
+    exported_at: datetime
+    sessions: list[ExportedSession] = Field(description="Session windows still in Redis.")
+    memories: list[MemoryOut] = Field(description="Every long-term memory, oldest first.")
+    audit: list[AuditEntryOut] = Field(description="Audit entries about the user, newest first.")
+
+
+class ErasureResult(BaseModel):
+    user_id: str
+    memories_deleted: int
+    redis_keys_deleted: int
+    stream_events_deleted: int

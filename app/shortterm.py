@@ -213,6 +213,14 @@ class ShortTermStore:
             deleted, _ = await pipe.execute()
         return bool(deleted)
 
+    async def erase_user(self, tenant_id: str, user_id: str) -> int:
+        """Delete every key of a user (windows, turns, session index); return how many."""
+        pattern = self._keys.user_tag(tenant_id, user_id).replace("{", "\\{").replace("}", "\\}")
+        keys = [key async for key in self._redis.scan_iter(match=f"{pattern}:*", count=500)]
+        if not keys:
+            return 0
+        return int(await self._redis.unlink(*keys))
+
     async def sessions(self, tenant_id: str, user_id: str) -> list[SessionWindowInfo]:
         """Return the user's live windows, most recently active first."""
         index = self._keys.user_sessions(tenant_id, user_id)

@@ -9,6 +9,7 @@ could drop unread events.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,17 @@ def _events(entries: list[Any]) -> list[StreamEvent]:
         decoded = {_text(key): _text(value) for key, value in fields.items()}
         events.append(StreamEvent(_text(event_id), decoded))
     return events
+
+
+def _belongs_to(event: StreamEvent, tenant_id: str, user_id: str) -> bool:
+    try:
+        turn = json.loads(event.fields.get("turn", ""))
+    except ValueError:
+        return False
+    return isinstance(turn, dict) and (turn.get("tenant_id"), turn.get("user_id")) == (
+        tenant_id,
+        user_id,
+    )
 
 
 class TurnStream:
@@ -118,6 +130,34 @@ class TurnStream:
         """Return the oldest dead-lettered events."""
         entries: Any = await self._redis.xrange(self._keys.dead_letter_stream, count=count)
         return _events(entries)
+
+    async def purge_user(self, tenant_id: str, user_id: str, chunk: int = 1000) -> int:
+        """Remove a user's events from the turn and dead-letter streams; return how many.
+
+        Pending events are acknowledged before they are deleted, so no worker
+        is left holding them. This reads both streams in full, which is fine
+        for an erasure request but not for a hot path.
+        """
+        removed = 0
+        for stream in (self._keys.stream, self._keys.dead_letter_stream):
+            start = "-"
+            while True:
+                entries: Any = await self._redis.xrange(stream, min=start, count=chunk)
+                events = _events(entries)
+                matching = [
+                    event.event_id for event in events if _belongs_to(event, tenant_id, user_id)
+                ]
+                if matching:
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        if stream == self._keys.stream:
+                            pipe.xack(stream, STREAM_GROUP, *matching)
+                        pipe.xdel(stream, *matching)
+                        await pipe.execute()
+                    removed += len(matching)
+                if len(entries) < chunk:
+                    break
+                start = "(" + _text(entries[-1][0])
+        return removed
 
     async def stats(self) -> StreamStats:
         async with self._redis.pipeline(transaction=False) as pipe:

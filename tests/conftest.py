@@ -137,7 +137,7 @@ async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await active.redis.flushdb()
     await active.stream.ensure_group()
     async with active.engine.begin() as connection:
-        await connection.execute(text("TRUNCATE memories, deleted_sessions"))
+        await connection.execute(text("TRUNCATE memories, deleted_sessions, audit_log"))
     yield
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
+import structlog
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
+from app.audit import AuditLog
 from app.auth import Principal, current_principal
+from app.privacy import UserDataService
 from app.schemas import SCOPE_ID_PATTERN, Problem
 from app.service import MemoryService
 
 if TYPE_CHECKING:
     from litestar import Request
-    from litestar.datastructures import State
 
 UserIdQuery = Annotated[
     str,
@@ -46,6 +50,11 @@ Caller = NamedDependency[Principal]
 """The authenticated caller, injected by name as ``caller``."""
 
 
+def provide_users(state: State) -> UserDataService:
+    users: UserDataService = state.users
+    return users
+
+
 def provide_service(state: State) -> MemoryService:
     service: MemoryService = state.service
     return service
@@ -53,6 +62,42 @@ def provide_service(state: State) -> MemoryService:
 
 def provide_caller(request: Request[Any, Any, Any]) -> Principal:
     return current_principal(request)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAudit:
+    """Records the actions of one request in the audit log."""
+
+    log: AuditLog
+    caller: Principal
+    client_address: str | None
+    request_id: str | None
+
+    async def __call__(self, action: str, user_id: str | None, *object_ids: str) -> None:
+        await self.log.record(
+            self.caller,
+            action,
+            user_id=user_id,
+            object_ids=list(object_ids),
+            client_address=self.client_address,
+            request_id=self.request_id,
+        )
+
+
+Users = NamedDependency[UserDataService]
+"""Export and erasure of users, injected by name as ``users``."""
+Audit = NamedDependency[RequestAudit]
+"""The request's audit recorder, injected by name as ``audit``."""
+
+
+def provide_audit(request: Request[Any, Any, Any], state: State) -> RequestAudit:
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return RequestAudit(
+        log=state.runtime.audit,
+        caller=current_principal(request),
+        client_address=request.client.host if request.client else None,
+        request_id=request_id,
+    )
 
 
 def _problem_spec(description: str) -> ResponseSpec:

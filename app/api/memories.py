@@ -9,7 +9,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from app import schemas
-from app.api.deps import PROBLEM_RESPONSES, Caller, Service, UserIdQuery
+from app.api.deps import PROBLEM_RESPONSES, Audit, Caller, Service, UserIdQuery
 from app.auth import DELETE, READ, require
 
 
@@ -24,27 +24,42 @@ class MemoryController(Controller):
         guards=[require(READ)],
     )
     async def search(
-        self, service: Service, caller: Caller, data: JSONBody[schemas.SearchRequest]
+        self, service: Service, caller: Caller, audit: Audit, data: JSONBody[schemas.SearchRequest]
     ) -> schemas.SearchResponse:
         """Find a user's memories nearest in meaning to a query."""
         caller.user_for(data.user_id)
-        return await service.search(caller.tenant_id, data)
+        result = await service.search(caller.tenant_id, data)
+        await audit("memories.search", data.user_id, *(str(hit.id) for hit in result.hits))
+        return result
 
     @get("/memories/{memory_id:uuid}", responses=PROBLEM_RESPONSES, guards=[require(READ)])
     async def get_memory(
-        self, service: Service, caller: Caller, memory_id: FromPath[UUID], user_id: UserIdQuery
+        self,
+        service: Service,
+        caller: Caller,
+        audit: Audit,
+        memory_id: FromPath[UUID],
+        user_id: UserIdQuery,
     ) -> schemas.MemoryOut:
         """Return one memory of the user."""
         user = caller.user_for(user_id)
-        return await service.get_memory(caller.tenant_id, user, memory_id)
+        memory = await service.get_memory(caller.tenant_id, user, memory_id)
+        await audit("memory.read", user, str(memory_id))
+        return memory
 
     @delete("/memories/{memory_id:uuid}", responses=PROBLEM_RESPONSES, guards=[require(DELETE)])
     async def delete_memory(
-        self, service: Service, caller: Caller, memory_id: FromPath[UUID], user_id: UserIdQuery
+        self,
+        service: Service,
+        caller: Caller,
+        audit: Audit,
+        memory_id: FromPath[UUID],
+        user_id: UserIdQuery,
     ) -> None:
         """Delete one memory of the user."""
         user = caller.user_for(user_id)
         await service.delete_memory(caller.tenant_id, user, memory_id)
+        await audit("memory.delete", user, str(memory_id))
 
     @post(
         "/context",
@@ -54,8 +69,10 @@ class MemoryController(Controller):
         guards=[require(READ)],
     )
     async def context(
-        self, service: Service, caller: Caller, data: JSONBody[schemas.ContextRequest]
+        self, service: Service, caller: Caller, audit: Audit, data: JSONBody[schemas.ContextRequest]
     ) -> schemas.ContextResponse:
         """Return messages for an LLM call: relevant memories, then the recent window."""
         caller.user_for(data.user_id)
-        return await service.context(caller.tenant_id, data)
+        result = await service.context(caller.tenant_id, data)
+        await audit("context.build", data.user_id, *(str(hit.id) for hit in result.memories))
+        return result

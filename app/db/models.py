@@ -69,3 +69,24 @@ class DeletedSession(SQLModel, table=True):
     user_id: str = Field(sa_type=Text, primary_key=True)
     session_id: str = Field(sa_type=Text, primary_key=True)
     deleted_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class AuditEntry(SQLModel, table=True):
+    """One action of one caller; never the content of a memory."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    occurred_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    tenant_id: str = Field(sa_type=Text, nullable=False)
+    subject: str = Field(sa_type=Text, nullable=False)
+    token_id: str | None = Field(default=None, sa_type=Text)
+    action: str = Field(sa_type=Text, nullable=False)
+    user_id: str | None = Field(default=None, sa_type=Text)
+    object_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default="[]")
+    )
+    client_address: str | None = Field(default=None, sa_type=Text)
+    request_id: str | None = Field(default=None, sa_type=Text)
