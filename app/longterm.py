@@ -216,6 +216,30 @@ class LongTermStore:
         """
         return await self.delete_session(tenant_id, user_id, WHOLE_USER, deleted_ms)
 
+    async def purge_expired(self, now: datetime) -> int:
+        """Delete memories whose ``expires_at`` has passed; return how many."""
+        statement = delete(_MEMORY_TABLE).where(
+            _MEMORY_TABLE.c.expires_at.is_not(None), _MEMORY_TABLE.c.expires_at <= now
+        )
+        async with self._engine.begin() as connection:
+            return int((await connection.execute(statement)).rowcount)
+
+    async def purge_created_before(
+        self,
+        cutoff: datetime,
+        *,
+        tenant_id: str | None = None,
+        exclude_tenants: Sequence[str] = (),
+    ) -> int:
+        """Delete memories stored before ``cutoff`` for one tenant, or all but the excluded."""
+        statement = delete(_MEMORY_TABLE).where(_MEMORY_TABLE.c.created_at < cutoff)
+        if tenant_id is not None:
+            statement = statement.where(_MEMORY_TABLE.c.tenant_id == tenant_id)
+        if exclude_tenants:
+            statement = statement.where(_MEMORY_TABLE.c.tenant_id.not_in(list(exclude_tenants)))
+        async with self._engine.begin() as connection:
+            return int((await connection.execute(statement)).rowcount)
+
     async def all_memories(self, tenant_id: str, user_id: str) -> list[StoredMemory]:
         """Return every memory of a user, oldest first, without vectors."""
         columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]

@@ -21,6 +21,7 @@ from app.errors import ConfigurationError
 from app.keys import KeyBuilder
 from app.logging import get_logger
 from app.longterm import LongTermStore
+from app.retention import RetentionPolicy
 from app.settings import to_sqlalchemy_url
 from app.shortterm import ShortTermStore
 from app.stream import TurnStream
@@ -57,8 +58,15 @@ class Runtime:
     audit: AuditLog
 
     def new_worker(self, consumer: str | None = None) -> PromotionWorker:
+        memory = self.settings.memory
+        retention = RetentionPolicy(memory.retention_days, dict(memory.retention_days_by_tenant))
         return PromotionWorker(
-            self.stream, self.long_term, self.embedder, self.settings.worker, consumer
+            self.stream,
+            self.long_term,
+            self.embedder,
+            self.settings.worker,
+            consumer,
+            retention=retention,
         )
 
     async def close(self) -> None:

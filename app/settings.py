@@ -182,6 +182,25 @@ class MemorySettings(BaseSettings):
     context_memory_limit: int = Field(
         20, ge=0, description="Long-term memories considered for one context."
     )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="Maximum age of long-term memories, in days after storing; 0 keeps them.",
+    )
+    retention_days_by_tenant: dict[str, int] = Field(
+        default_factory=dict,
+        description='Maximum age per tenant, as a JSON object such as {"acme": 30}; overrides '
+        "MEMORY_RETENTION_DAYS for those tenants (0 keeps theirs).",
+    )
+
+    @field_validator("retention_days_by_tenant")
+    @classmethod
+    def _retention_is_not_negative(cls, days_by_tenant: dict[str, int]) -> dict[str, int]:
+        negative = sorted(tenant for tenant, days in days_by_tenant.items() if days < 0)
+        if negative:
+            raise ValueError(f"MEMORY_RETENTION_DAYS_BY_TENANT has negative days for {negative}")
+        return days_by_tenant
+
     tokenizer: str = Field("cl100k_base", description="tiktoken encoding used to count tokens.")
 
 
@@ -208,6 +227,9 @@ class WorkerSettings(BaseSettings):
     )
     retry_initial_s: float = Field(
         0.5, gt=0, description="First back-off after an outage, seconds."
+    )
+    purge_interval_s: float = Field(
+        3600.0, gt=0, description="Time between retention purges, seconds."
     )
     retry_max_s: float = Field(30.0, gt=0, description="Maximum back-off after an outage, seconds.")
 

@@ -22,10 +22,12 @@ import redis.exceptions
 import sqlalchemy.exc
 
 from app.logging import get_logger
+from app.retention import purge_periodically
 from app.shortterm import StoredTurn
 
 if TYPE_CHECKING:
     from app.longterm import LongTermStore
+    from app.retention import RetentionPolicy
     from app.settings import WorkerSettings
     from app.stream import StreamEvent, TurnStream
     from embeddings import Embedder
@@ -61,6 +63,7 @@ class PromotionWorker:
         embedder: Embedder,
         settings: WorkerSettings,
         consumer: str | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self._stream = stream
         self._store = store
@@ -68,11 +71,27 @@ class PromotionWorker:
         self._settings = settings
         self.consumer = consumer or settings.consumer_name
         self._held: list[StreamEvent] = []
+        self._retention = retention
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until ``stop`` is set."""
+        """Process batches until ``stop`` is set; purge by the retention policy alongside."""
         await self._stream.ensure_group()
         log.info("worker.started", consumer=self.consumer, batch_size=self._settings.batch_size)
+        purge: asyncio.Task[None] | None = None
+        if self._retention is not None:
+            purge = asyncio.create_task(
+                purge_periodically(
+                    self._store, self._retention, self._settings.purge_interval_s, stop
+                ),
+                name="retention",
+            )
+        try:
+            await self._consume(stop)
+        finally:
+            if purge is not None:
+                await purge
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         delay = self._settings.retry_initial_s
         while not stop.is_set():
             try:
