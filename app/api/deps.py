@@ -108,9 +108,12 @@ def _problem_spec(description: str) -> ResponseSpec:
 
 PROBLEM_RESPONSES = {
     400: _problem_spec("The body is not valid JSON."),
+    401: _problem_spec("The bearer token is missing, invalid or expired."),
+    403: _problem_spec("The token lacks the scope, or acts for another user."),
     404: _problem_spec("The object does not exist for this user."),
     413: _problem_spec("A field, the batch or the body is over its size limit."),
     422: _problem_spec("A field is invalid; `errors` names each one."),
+    429: _problem_spec("Over the rate limit; retry after `Retry-After` seconds."),
     503: _problem_spec("Redis or Postgres is unavailable; retry after `Retry-After` seconds."),
 }
 """Problem responses every v1 route can return, for the OpenAPI schema."""

@@ -14,13 +14,13 @@ from app.logging import get_logger
 log = get_logger("health")
 
 
-@get("/health", tags=["operations"], include_in_schema=True)
+@get("/health", tags=["operations"], security=[{}])
 async def health() -> dict[str, str]:
     """Return 200 while the process is up."""
     return {"status": "ok"}
 
 
-@get("/ready", tags=["operations"])
+@get("/ready", tags=["operations"], security=[{}])
 async def ready(state: State) -> Response[dict[str, Any]]:
     """Return 200 when Redis and Postgres answer and the schema is current, else 503."""
     runtime = state.runtime

@@ -22,6 +22,7 @@ from app.api.deps import (
 from app.audit import AuditQuery
 from app.auth import ADMIN, DELETE, READ, require
 from app.errors import InvalidInputError
+from app.schemas import SCOPE_ID_PATTERN
 from app.shortterm import decode_cursor, encode_cursor
 
 AUDIT_PAGE_MAX = 1000
@@ -66,9 +67,20 @@ class UserController(Controller):
         self,
         caller: Caller,
         users: Users,
-        user_id: Annotated[str | None, QueryParameter(description="Only this user.")] = None,
-        action: Annotated[str | None, QueryParameter(description="Only this action.")] = None,
-        subject: Annotated[str | None, QueryParameter(description="Only this caller.")] = None,
+        user_id: Annotated[
+            str | None, QueryParameter(pattern=SCOPE_ID_PATTERN, description="Only this user.")
+        ] = None,
+        action: Annotated[
+            str | None,
+            QueryParameter(pattern=r"^[a-z][a-z._]{0,63}$", description="Only this action."),
+        ] = None,
+        subject: Annotated[
+            str | None,
+            QueryParameter(
+                pattern=r"^[^\x00-\x1f\x7f]{1,256}$",
+                description="Only this caller (a token's sub).",
+            ),
+        ] = None,
         after: Annotated[datetime | None, QueryParameter(description="Only later.")] = None,
         before: Annotated[datetime | None, QueryParameter(description="Only earlier.")] = None,
         limit: LimitQuery = None,
