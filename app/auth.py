@@ -112,6 +112,19 @@ class KeyRing:
             client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=300)
         return cls(keys, client)
 
+    def _fetch(self, kid: str) -> VerificationKey:
+        client = self._jwks_client
+        if client is None:
+            raise jwt.InvalidTokenError(f"no key with kid {kid!r}")
+        try:
+            signing_key = client.get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError as error:
+            log.warning("auth.jwks_unreachable", error=str(error))
+            raise jwt.InvalidTokenError("the key set URL cannot be reached") from error
+        except jwt.PyJWKClientError as error:
+            raise jwt.InvalidTokenError(f"no key with kid {kid!r} in the key set") from error
+        return VerificationKey(signing_key.key, _algorithm_of(signing_key))
+
     def key_for(self, encoded_token: str) -> VerificationKey:
         """Pick the key a token names; raise ``jwt.InvalidTokenError`` when none fits."""
         header = jwt.get_unverified_header(encoded_token)
@@ -120,8 +133,7 @@ class KeyRing:
         if kid is not None and kid in self._keys:
             key = self._keys[kid]
         elif kid is not None and self._jwks_client is not None:
-            signing_key = self._jwks_client.get_signing_key(kid)
-            key = VerificationKey(signing_key.key, _algorithm_of(signing_key))
+            key = self._fetch(kid)
         elif kid is None and len(self._keys) == 1:
             key = next(iter(self._keys.values()))
         else:

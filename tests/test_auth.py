@@ -6,7 +6,9 @@ import hashlib
 import hmac
 import json
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -496,3 +498,39 @@ async def test_rate_limit_per_address(runtime: Runtime) -> None:
         ]
 
     assert statuses == [200, 200, 429]
+
+
+async def test_jwks_url_keys_verify(app_client: Any) -> None:
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    public = json.loads(ECAlgorithm.to_jwk(private_key.public_key()))
+    public.update({"kid": "remote-1", "use": "sig", "alg": "ES256"})
+    body = json.dumps(_jwks(public)).encode()
+
+    class JwksHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            """Keep test output quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+        client = await app_client(AuthSettings(jwks_url=url))
+        token = jwt.encode(claims(), private_key, algorithm="ES256", headers={"kid": "remote-1"})
+        unknown = jwt.encode(claims(), private_key, algorithm="ES256", headers={"kid": "remote-9"})
+
+        good = await client.get("/v1/users/alice/sessions", headers=bearer(token))
+        bad = await client.get("/v1/users/alice/sessions", headers=bearer(unknown))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert good.status_code == 200
+    assert bad.status_code == 401

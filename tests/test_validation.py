@@ -84,6 +84,18 @@ def test_json_depth(value: object, depth: int) -> None:
     assert json_depth(value) == depth
 
 
+async def test_unpaired_surrogate_is_rejected(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    raw = b'{"user_id": "alice", "turns": [{"role": "user", "content": "bad \\ud800 text"}]}'
+
+    response = await client.post(
+        "/v1/sessions/s1/turns", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code in {400, 422}
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert (await runtime.stream.stats()).length == 0
+
+
 async def test_oversized_content_message_names_limit(client: httpx.AsyncClient) -> None:
     response = await post_turns(client, "s1", "alice", [turn(BIG_TEXT)])
 
