@@ -157,7 +157,7 @@ def _read_secret(settings: AuthSettings) -> str | None:
 
 
 def _algorithm_of(key: jwt.PyJWK) -> str:
-    key_type = key.key_type if hasattr(key, "key_type") else key._jwk_data.get("kty")  # noqa: SLF001
+    key_type = key.key_type
     algorithm = _ALGORITHM_BY_KEY_TYPE.get(str(key_type))
     if algorithm is None:
         raise jwt.InvalidKeyError(f"keys of type {key_type} are not accepted")

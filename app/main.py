@@ -19,7 +19,7 @@ from app import __version__
 from app.api.deps import provide_audit, provide_caller, provide_service, provide_users
 from app.api.health import health, ready
 from app.api.memories import MemoryController
-from app.api.middleware import RequestContextMiddleware, add_security_headers
+from app.api.middleware import RequestContext, add_security_headers
 from app.api.problems import internal_error_handler, problem_config
 from app.api.ratelimit import rate_limit_middleware, register_rate_limit_stores
 from app.api.sessions import SessionController
@@ -75,7 +75,7 @@ def create_app(
                 await active.close()
             log.info("app.stopped")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[SessionController, MemoryController, UserController, health, ready],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
@@ -85,7 +85,7 @@ def create_app(
         },
         lifespan=[lifespan],
         state=State({"settings": settings}),
-        middleware=[RequestContextMiddleware(), *rate_limit_middleware(settings.server)],
+        middleware=rate_limit_middleware(settings.server),
         before_send=[add_security_headers],
         cors_config=(
             CORSConfig(
@@ -109,6 +109,9 @@ def create_app(
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
     )
+    # Outside routing, so that requests no handler serves are logged with an id too.
+    app.asgi_handler = RequestContext(app.asgi_handler)
+    return app
 
 
 def attach_runtime(app: Litestar, runtime: Runtime) -> None:

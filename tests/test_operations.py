@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from app.embedded import EmbeddedServers
 from app.errors import EmbeddingModelMismatchError
@@ -168,3 +170,24 @@ def _read_marker(url: str) -> str:
         row = connection.execute("SELECT value FROM marker").fetchone()
     assert row is not None
     return str(row[0])
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/v1/users/alice/sessions", {"authorization": ""}, 401),
+        ("/no-such-path", {}, 404),
+        ("/health", {}, 200),
+    ],
+)
+async def test_unrouted_requests_get_id_and_log(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], status: int
+) -> None:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        response = await client.get(path, headers=headers)
+
+    assert response.status_code == status
+    request_id = response.headers["x-request-id"]
+    lines = [entry for entry in logs if entry["event"] == "http.request"]
+    assert [(entry["path"], entry["status"]) for entry in lines] == [(path, status)]
+    assert lines[0]["request_id"] == request_id

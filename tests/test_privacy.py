@@ -86,6 +86,10 @@ async def test_audit_needs_admin_and_stays_in_tenant(client: httpx.AsyncClient) 
     assert end_user.status_code == 403
     assert [entry["tenant_id"] for entry in other_admin.json()["entries"]] == ["tenant-b"]
     assert len(await audit_entries(client)) == 1
+    assert [entry["action"] for entry in await audit_entries(client)] == [
+        "audit.read",
+        "turns.append",
+    ]
 
 
 async def test_audit_filters_and_pages(client: httpx.AsyncClient) -> None:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 
 from app.logging import get_logger
 
@@ -22,16 +21,22 @@ REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class RequestContextMiddleware(ASGIMiddleware):
+class RequestContext:
     """Binds a request id to every log record of a request and returns it as ``X-Request-ID``.
 
-    A client's own id is kept when it is a plain token of at most 128
+    It wraps the whole application, outside routing, so requests that never
+    reach a handler (401, 404, 429) get an id and an access-log line too. A
+    client's own id is kept when it is a plain token of at most 128
     characters; otherwise the service makes one.
     """
 
-    scopes = (ScopeType.HTTP,)
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
         request_id = _client_request_id(scope) or uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
@@ -47,7 +52,7 @@ class RequestContextMiddleware(ASGIMiddleware):
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await next_app(scope, receive, send_with_id)
+                await self._app(scope, receive, send_with_id)
             finally:
                 log.info(
                     "http.request",

@@ -66,6 +66,7 @@ class UserController(Controller):
     async def audit_log(
         self,
         caller: Caller,
+        audit: Audit,
         users: Users,
         user_id: Annotated[
             str | None, QueryParameter(pattern=SCOPE_ID_PATTERN, description="Only this user.")
@@ -106,11 +107,14 @@ class UserController(Controller):
                 subject=subject,
                 after=after,
                 before=before,
-                limit=page_size,
+                limit=page_size + 1,
                 before_id=before_id,
             )
         )
-        next_cursor = encode_cursor(entries[-1].id) if len(entries) == page_size else None
+        has_more = len(entries) > page_size
+        entries = entries[:page_size]
+        next_cursor = encode_cursor(entries[-1].id) if has_more else None
+        await audit("audit.read", user_id)
         return schemas.AuditPage(
             entries=[schemas.AuditEntryOut(**asdict(entry)) for entry in entries],
             next_cursor=next_cursor,
