@@ -1,6 +1,6 @@
 """Reader for LoCoMo conversation files (Maharana et al., 2024, CC BY-NC 4.0).
 
-A file holds conversations (``sample_id``) of numbered sessions, each a list
+A file contains conversations (``sample_id``) of numbered sessions, each a list
 of turns (``speaker``, ``dia_id``, ``text``, sometimes ``blip_caption``) with
 a ``session_<n>_date_time`` such as ``1:56 pm on 8 May, 2023``. Times carry
 no timezone and are read as UTC. A date key without a session is skipped.

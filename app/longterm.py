@@ -311,9 +311,9 @@ async def _deletion_times(
         _TOMBSTONE_TABLE.c.user_id,
         _TOMBSTONE_TABLE.c.session_id,
     )
-    wanted = scopes | {(tenant, user, WHOLE_USER) for tenant, user, _ in scopes}
+    lookup = scopes | {(tenant, user, WHOLE_USER) for tenant, user, _ in scopes}
     statement = select(*columns, _TOMBSTONE_TABLE.c.deleted_ms).where(
-        tuple_(*columns).in_(list(wanted))
+        tuple_(*columns).in_(list(lookup))
     )
     rows = (await connection.execute(statement)).all()
     found = {(row[0], row[1], row[2]): int(row[3]) for row in rows}

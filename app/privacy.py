@@ -77,7 +77,7 @@ class UserDataService:
     async def erase(self, tenant_id: str, user_id: str) -> ErasureCounts:
         """Remove the user from Postgres and Redis, including events not yet promoted.
 
-        The tombstone is written first, so a worker that holds one of the
+        The tombstone is written first, so a worker that has already read one of the
         user's events when erasure starts drops it instead of storing it.
         """
         deleted_ms = await self._runtime.short_term.server_time_ms()

@@ -1,6 +1,6 @@
 """Open and close everything a process needs: servers, clients, model, stores.
 
-The API and the standalone worker both start from ``open_runtime``; the app
+The API and the standalone worker both start from ``open_runtime``. The app
 factory hands the result to handlers through dependency injection, so tests
 can build one runtime and share it.
 """

@@ -251,7 +251,7 @@ class ExportedSession(BaseModel):
 
 
 class UserExport(BaseModel):
-    """Everything Engram holds about one user."""
+    """Everything Engram stores about one user."""
 
     tenant_id: str
     user_id: str

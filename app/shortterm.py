@@ -1,9 +1,9 @@
 """Short-term memory: each session's recent turns in Redis, with a sliding expiry.
 
 Appending a batch is one Lua script, so storing a turn in its window and
-emitting its promotion event happen together or not at all: a turn that got
-a 202 is always on the stream, and a retried turn id is neither stored nor
-emitted twice.
+emitting its promotion event happen together or not at all. A turn that got
+a 202 is therefore always on the stream, and a retried turn id is neither
+stored nor emitted twice.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The Redis Stream of accepted turns and its consumer group.
 
 Events stay pending in the group until a worker has stored them and calls
-``ack``; a consumer that dies leaves them pending, and ``claim_stale`` hands
-them to a live one. Acknowledged events are deleted, so the stream holds
-only work that is not done yet and never needs length-based trimming, which
+``ack``. A consumer that dies leaves its events pending, and ``claim_stale``
+hands them to a live one. Acknowledged events are deleted, so the stream
+contains only unfinished work and needs no length-based trimming, which
 could drop unread events.
 """
 

@@ -1,6 +1,6 @@
 """Semantic search over one user's long-term memory with pgvector.
 
-An HNSW index answers most queries. A filtered approximate scan can stop
+An HNSW index serves most queries. A filtered approximate scan can stop
 before it finds ``limit`` matching rows, so a search that comes back short
 is repeated as an exact scan over the user's rows: on pgvector 0.8 and
 newer the index scan is iterative and rarely needs that second query.
@@ -27,7 +27,7 @@ _ITERATIVE_SCAN_VERSION = (0, 8)
 
 @dataclass(frozen=True, slots=True)
 class SearchFilters:
-    """Who to search for and which of their memories qualify."""
+    """The user to search and the conditions their memories must meet."""
 
     tenant_id: str
     user_id: str

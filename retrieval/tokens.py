@@ -34,7 +34,7 @@ class TiktokenCounter:
 def load_encoding(name: str) -> tiktoken.Encoding:
     """Load an encoding, preferring a copy that a package installed (``<name>_offline``).
 
-    tiktoken downloads its standard encodings on first use; the offline
+    tiktoken downloads its standard encodings on first use. The offline
     copies carry the same ranks and are checked against the same hash, so
     no network is needed.
     """

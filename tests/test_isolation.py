@@ -1,6 +1,6 @@
 """Every operation in the OpenAPI schema, aimed at another tenant's and another user's data.
 
-Tenant A's user ``xavier`` holds a session, a window and a promoted memory
+Tenant A's user ``xavier`` has a session, a window and a promoted memory
 with a marker text. An admin of tenant B and tenant A's end user ``yvonne``
 call every ``/v1`` operation against xavier's ids. None of the answers may
 contain the marker or the memory id, and xavier's data must be unchanged
@@ -120,7 +120,7 @@ async def test_no_operation_reaches_other_scope(
 
         where = f"{attacker}: {method} {template} -> {response.status_code}"
         assert response.status_code < 500, where
-        # A 404 repeats the id the caller sent; that tells the caller nothing new.
+        # A 404 repeats the id the caller sent, which reveals nothing new.
         text = response.text.replace(f"memory '{memory_id}' was not found", "")
         assert "MARKER-7f3a" not in text, where
         assert memory_id not in text, where
@@ -145,7 +145,7 @@ async def assert_victim_intact(client: httpx.AsyncClient, memory_id: str) -> Non
 async def test_other_tenant_answers_match_empty_scope(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    """Tenant B sees exactly what it would see if xavier did not exist anywhere."""
+    """Tenant B gets the same answers it would get if xavier did not exist."""
     memory_id = await seed_victim(client, runtime)
 
     sessions = await client.get(f"/v1/users/{VICTIM}/sessions", headers=TENANT_B_ADMIN)

@@ -22,7 +22,7 @@ async def health() -> dict[str, str]:
 
 @get("/ready", tags=["operations"], security=[{}])
 async def ready(state: State) -> Response[dict[str, Any]]:
-    """Return 200 when Redis and Postgres answer and the schema is current, else 503."""
+    """Return 200 when Redis and Postgres respond and the schema is current, else 503."""
     runtime = state.runtime
     checks: dict[str, str] = {}
     try:

@@ -38,26 +38,20 @@ def _address_identifier(request: Request[Any, Any, Any]) -> str:
 
 def rate_limit_middleware(settings: ServerSettings) -> list[DefineMiddleware]:
     """Return the configured limiters; a limit of 0 turns that limiter off."""
-    limiters = []
-    if settings.rate_limit_per_token_per_minute > 0:
-        limiters.append(
-            RateLimitConfig(
-                rate_limit=("minute", settings.rate_limit_per_token_per_minute),
-                identifier_for_request=_token_identifier,
-                store=CALLER_LIMIT_STORE,
-                exclude=_UNLIMITED_PATHS,
-            ).middleware
-        )
-    if settings.rate_limit_per_address_per_minute > 0:
-        limiters.append(
-            RateLimitConfig(
-                rate_limit=("minute", settings.rate_limit_per_address_per_minute),
-                identifier_for_request=_address_identifier,
-                store=ADDRESS_LIMIT_STORE,
-                exclude=_UNLIMITED_PATHS,
-            ).middleware
-        )
-    return limiters
+    limits = (
+        (settings.rate_limit_per_token_per_minute, _token_identifier, CALLER_LIMIT_STORE),
+        (settings.rate_limit_per_address_per_minute, _address_identifier, ADDRESS_LIMIT_STORE),
+    )
+    return [
+        RateLimitConfig(
+            rate_limit=("minute", per_minute),
+            identifier_for_request=identifier,
+            store=store,
+            exclude=_UNLIMITED_PATHS,
+        ).middleware
+        for per_minute, identifier, store in limits
+        if per_minute > 0
+    ]
 
 
 def register_rate_limit_stores(app: Litestar, redis: Redis, key_prefix: str) -> None:

@@ -1,8 +1,8 @@
 """Tables of long-term memory.
 
-The ``embedding`` column has no dimension here; the migration creates it
-as ``vector(N)`` for the configured model, and ``embedding_space`` records
-which model and dimension the stored vectors belong to.
+The ``embedding`` column has no dimension here, because the migration
+creates it as ``vector(N)`` for the configured model. ``embedding_space``
+records which model and dimension the stored vectors belong to.
 """
 
 from __future__ import annotations
