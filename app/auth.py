@@ -49,7 +49,9 @@ ADMIN = "admin"
 SERVICE_SCOPES = frozenset({READ, WRITE, DELETE, ADMIN})
 
 _ALGORITHM_BY_KEY_TYPE = {"oct": "HS256", "RSA": "RS256", "EC": "ES256"}
-PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema")
+PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema", "/static/")
+# The web chat's page; it signs in with a token in the browser.
+PUBLIC_EXACT_PATHS = ("/",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +258,10 @@ def build_jwt_auth(settings: AuthSettings) -> JWTAuth[Principal, Token] | None:
         algorithm="HS256",
         accepted_audiences=[settings.audience] if settings.audience else None,
         accepted_issuers=[settings.issuer] if settings.issuer else None,
-        exclude=[f"^{path}" for path in PUBLIC_PATHS],
+        exclude=[
+            *(f"^{path}" for path in PUBLIC_PATHS),
+            *(f"^{path}$" for path in PUBLIC_EXACT_PATHS),
+        ],
         description="A JWT with the claims tid, sub and exp; see docs/security.md.",
     )
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # Libraries that log every step at INFO; only their warnings are worth keeping.
 _QUIET_LOGGERS = (
     "httpx",
+    "httpx2",
     "sentence_transformers",
     "transformers",
     "huggingface_hub",

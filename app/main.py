@@ -16,7 +16,14 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from app import __version__
-from app.api.deps import provide_audit, provide_caller, provide_service, provide_users
+from app.api.chat import ChatController
+from app.api.deps import (
+    provide_audit,
+    provide_caller,
+    provide_chat,
+    provide_service,
+    provide_users,
+)
 from app.api.health import health, ready
 from app.api.memories import MemoryController
 from app.api.middleware import RequestContext, add_security_headers
@@ -24,7 +31,10 @@ from app.api.problems import internal_error_handler, problem_config
 from app.api.ratelimit import rate_limit_middleware, register_rate_limit_stores
 from app.api.sessions import SessionController
 from app.api.users import UserController
+from app.api.web import index, web_assets
 from app.auth import build_jwt_auth
+from app.chat import ChatService
+from app.llm import LLMGateway
 from app.logging import configure_logging, get_logger
 from app.privacy import UserDataService
 from app.runtime import Runtime, open_runtime
@@ -71,17 +81,28 @@ def create_app(
             stop.set()
             if worker_task is not None:
                 await _stop_worker(worker_task)
+            await app.state.chat_gateway.close()
             if owned:
                 await active.close()
             log.info("app.stopped")
 
     app = Litestar(
-        route_handlers=[SessionController, MemoryController, UserController, health, ready],
+        route_handlers=[
+            SessionController,
+            MemoryController,
+            UserController,
+            ChatController,
+            index,
+            web_assets,
+            health,
+            ready,
+        ],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
             "caller": Provide(provide_caller, sync_to_thread=False),
             "audit": Provide(provide_audit, sync_to_thread=False),
             "users": Provide(provide_users, sync_to_thread=False),
+            "chat": Provide(provide_chat, sync_to_thread=False),
         },
         lifespan=[lifespan],
         state=State({"settings": settings}),
@@ -90,8 +111,14 @@ def create_app(
         cors_config=(
             CORSConfig(
                 allow_origins=settings.server.cors_origins,
-                allow_headers=["authorization", "content-type", "x-request-id"],
-                expose_headers=["x-request-id", "retry-after"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-request-id",
+                    "x-engram-user-id",
+                    "x-engram-session-id",
+                ],
+                expose_headers=["x-request-id", "retry-after", "x-engram-memory-ids"],
             )
             if settings.server.cors_origins
             else None
@@ -114,10 +141,15 @@ def create_app(
     return app
 
 
-def attach_runtime(app: Litestar, runtime: Runtime) -> None:
-    """Make a runtime's stores and service available to the handlers."""
+def attach_runtime(app: Litestar, runtime: Runtime, gateway: LLMGateway | None = None) -> None:
+    """Make a runtime's stores and services available to the handlers.
+
+    ``gateway`` defaults to a client for the model in the runtime's settings.
+    """
     app.state.runtime = runtime
     app.state.service = MemoryService(runtime)
+    app.state.chat_gateway = gateway or LLMGateway(runtime.settings.llm)
+    app.state.chat = ChatService(runtime, app.state.service, app.state.chat_gateway)
     app.state.users = UserDataService(runtime)
     register_rate_limit_stores(app, runtime.redis, runtime.settings.redis.key_prefix)
 

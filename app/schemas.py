@@ -11,7 +11,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 Role = Literal["user", "assistant", "system", "tool"]
 MemoryKind = Literal["turn", "fact", "summary"]
@@ -50,6 +58,19 @@ def check_json_value(value: Any) -> Any:
     return value
 
 
+def check_has_text(value: str) -> str:
+    """Reject blank text, then apply ``check_text``."""
+    if not value.strip():
+        raise ValueError("must contain text, not only whitespace")
+    return check_text(value)
+
+
+NonBlankText = Annotated[str, AfterValidator(check_has_text)]
+"""Text that is not empty or only whitespace, and safe to store."""
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_value)]
+"""A free-form JSON object whose keys and strings are safe to store."""
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,27 +79,16 @@ class TurnIn(StrictModel):
     """One conversation turn as a client sends it."""
 
     role: Role
-    content: str = Field(min_length=1, description="The text of the turn; not empty or blank.")
+    content: NonBlankText = Field(
+        min_length=1, description="The text of the turn; not empty or blank."
+    )
     occurred_at: AwareDatetime | None = Field(
         None, description="When the turn happened, with a timezone; defaults to the time accepted."
     )
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object.")
+    metadata: JsonObject = Field(default_factory=dict, description="Free-form JSON object.")
     turn_id: TurnId | None = Field(
         None, description="Client id that makes retries idempotent; generated when absent."
     )
-
-    @field_validator("content")
-    @classmethod
-    def _content_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must contain text, not only whitespace")
-        return check_text(value)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_is_clean(cls, value: dict[str, Any]) -> dict[str, Any]:
-        check_json_value(value)
-        return value
 
 
 class AppendTurnsRequest(StrictModel):
@@ -212,6 +222,68 @@ class ContextResponse(BaseModel):
     memories: list[SearchHit] = Field(description="Long-term memories in the system message.")
     token_count: int = Field(description="Tokens of all messages, counted as the model would.")
     token_budget: int
+
+
+class ChatRequest(StrictModel):
+    """A message to Engram's own chat, which keeps the conversation itself."""
+
+    user_id: ScopeId
+    session_id: ScopeId
+    message: NonBlankText = Field(
+        min_length=1, description="The user's message; not empty or blank."
+    )
+    turn_id: TurnId | None = Field(
+        None, description="Client id of the user's turn, so that a retry is stored once."
+    )
+    metadata: JsonObject = Field(
+        default_factory=dict, description="Free-form JSON stored with the user's turn."
+    )
+    token_budget: int | None = Field(
+        None,
+        ge=256,
+        description="Most tokens of the prompt sent to the model; defaults to CHAT_CONTEXT_TOKENS.",
+    )
+
+
+class CompletionMessage(BaseModel):
+    """A message in the OpenAI chat format; fields other than role and content pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_is_clean(cls, value: Any) -> Any:
+        return check_json_value(value)
+
+
+class CompletionRequest(BaseModel):
+    """An OpenAI chat completion request; options Engram does not read are passed on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(
+        min_length=1, max_length=256, description="A model of GET /v1/models, or `engram`."
+    )
+    messages: list[CompletionMessage] = Field(min_length=1)
+    stream: bool = False
+    user: ScopeId | None = Field(
+        None, description="The Engram user; the X-Engram-User-Id header takes precedence."
+    )
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "engram"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
 
 
 class Problem(BaseModel):

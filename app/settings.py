@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.schemas import SCOPE_ID_PATTERN
+
 
 class ServerSettings(BaseSettings):
     """HTTP server, logging and the local data folder."""
@@ -234,6 +236,66 @@ class WorkerSettings(BaseSettings):
     retry_max_s: float = Field(30.0, gt=0, description="Maximum back-off after an outage, seconds.")
 
 
+class LLMSettings(BaseSettings):
+    """The language model behind chat, on any OpenAI-compatible API."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore")
+
+    model: str | None = Field(
+        None,
+        description="Chat model name; unset means offline: chat replies show the context "
+        "that would have been sent instead of calling a model.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="Base URL of the API: OpenAI when unset; for example "
+        "http://127.0.0.1:11434/v1 for Ollama or https://NAME.openai.azure.com/openai/v1/ "
+        "for Azure OpenAI.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key of that server; local servers that need none may omit it."
+    )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="Further models that /v1/chat/completions may name, as a JSON list; "
+        "LLM_MODEL is always allowed.",
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Timeout of one model call, seconds.")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a call that timed out or got 429 or 5xx."
+    )
+    max_reply_tokens: int | None = Field(
+        None, ge=1, description="Most tokens of a reply in /v1/chat; unset leaves it to the model."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature in /v1/chat; unset uses the model's."
+    )
+
+
+class ChatSettings(BaseSettings):
+    """The chat endpoints and how much memory they add to a model call."""
+
+    model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore")
+
+    context_tokens: int = Field(
+        3000,
+        ge=256,
+        description="Token budget of the messages /v1/chat sends: system prompt, memories "
+        "and the recent window.",
+    )
+    memory_tokens: int = Field(
+        1000,
+        ge=0,
+        description="Token budget of the memory message that /v1/chat/completions adds; "
+        "0 adds none.",
+    )
+    default_session: str = Field(
+        "chat",
+        pattern=SCOPE_ID_PATTERN,
+        description="Session of /v1/chat/completions requests that name none.",
+    )
+
+
 class Settings(BaseModel):
     """All settings of one process."""
 
@@ -244,6 +306,8 @@ class Settings(BaseModel):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
 
     @field_validator("memory")
     @classmethod

@@ -31,6 +31,9 @@ class PromptSpec:
 PROMPTS = (
     PromptSpec("context_memories", 1, frozenset({"memories"})),
     PromptSpec("context_memory_line", 1, frozenset({"date", "role", "content"})),
+    PromptSpec("chat_system", 1, frozenset({"now"})),
+    PromptSpec("offline_reply", 1, frozenset({"count", "tokens", "messages"})),
+    PromptSpec("offline_message", 1, frozenset({"role", "content"})),
 )
 
 

@@ -10,6 +10,7 @@ Redis database and empty tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -31,6 +32,7 @@ from app.runtime import Runtime, open_runtime
 from app.settings import (
     AuthSettings,
     DatabaseSettings,
+    LLMSettings,
     MemorySettings,
     RedisSettings,
     ServerSettings,
@@ -38,10 +40,10 @@ from app.settings import (
     WorkerSettings,
 )
 from embeddings.local import LocalEmbedder
+from tests.openai_server import OpenAICompatibleServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-    from pathlib import Path
 
     from litestar import Litestar
 
@@ -169,14 +171,9 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def live_server(
-    server_urls: tuple[str, str], embedder: LocalEmbedder, runtime: Runtime, tmp_path: Path
-) -> Iterator[str]:
-    """Serve the app with an in-process worker on 127.0.0.1 from a thread; yield its URL."""
-    settings = make_settings(*server_urls)
-    settings.worker.in_process = True
-    settings.worker.consumer_name = "live-server-worker"
+@contextlib.contextmanager
+def serve(settings: Settings, embedder: LocalEmbedder) -> Iterator[str]:
+    """Serve an app built from ``settings`` on 127.0.0.1 from a thread; yield its URL."""
     port = _free_port()
     config = uvicorn.Config(
         create_app(settings, embedder=embedder),
@@ -193,6 +190,47 @@ def live_server(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the live test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(
+    server_urls: tuple[str, str], embedder: LocalEmbedder, runtime: Runtime
+) -> Iterator[str]:
+    """Serve the app with an in-process worker on 127.0.0.1; yield its URL."""
+    settings = make_settings(*server_urls)
+    settings.worker.in_process = True
+    settings.worker.consumer_name = "live-server-worker"
+    with serve(settings, embedder) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[OpenAICompatibleServer]:
+    """A local OpenAI-compatible model server, shared by the session and reset per test."""
+    server = OpenAICompatibleServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm(llm_server: OpenAICompatibleServer) -> OpenAICompatibleServer:
+    llm_server.reset()
+    return llm_server
+
+
+def llm_settings(server: OpenAICompatibleServer, **overrides: Any) -> LLMSettings:
+    values: dict[str, Any] = {
+        "model": "test-model",
+        "base_url": server.base_url,
+        "api_key": SecretStr("test-key"),
+        "max_retries": 0,
+        "timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return LLMSettings(**values)

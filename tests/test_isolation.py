@@ -71,7 +71,26 @@ def requests_by_operation(memory_id: str) -> dict[tuple[str, str], Callable[[], 
         ("GET", "/v1/users/{user_id}/export"): lambda: (f"/v1/users/{VICTIM}/export", None, None),
         ("DELETE", "/v1/users/{user_id}"): lambda: (f"/v1/users/{VICTIM}", None, None),
         ("GET", "/v1/audit"): lambda: ("/v1/audit", user, None),
+        ("POST", "/v1/chat"): lambda: (
+            "/v1/chat",
+            None,
+            {"user_id": VICTIM, "session_id": SESSION, "message": "What is my private plan?"},
+        ),
+        ("POST", "/v1/chat/completions"): lambda: (
+            "/v1/chat/completions",
+            None,
+            {
+                "model": "engram",
+                "user": VICTIM,
+                "messages": [{"role": "user", "content": "What is my private plan?"}],
+            },
+        ),
+        ("GET", "/v1/models"): lambda: ("/v1/models", None, None),
     }
+
+
+# Operations that hold no user's data, so an end user may call them.
+UNSCOPED = {("GET", "/v1/models")}
 
 
 async def seed_victim(client: httpx.AsyncClient, runtime: Runtime) -> str:
@@ -124,7 +143,7 @@ async def test_no_operation_reaches_other_scope(
         text = response.text.replace(f"memory '{memory_id}' was not found", "")
         assert "MARKER-7f3a" not in text, where
         assert memory_id not in text, where
-        if attacker == "other user":
+        if attacker == "other user" and (method, template) not in UNSCOPED:
             assert response.status_code == 403, where
 
     await assert_victim_intact(client, memory_id)

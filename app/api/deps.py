@@ -13,6 +13,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from app.audit import AuditLog
 from app.auth import Principal, current_principal
+from app.chat import ChatService
 from app.privacy import UserDataService
 from app.schemas import SCOPE_ID_PATTERN, Problem
 from app.service import MemoryService
@@ -53,6 +54,15 @@ Caller = NamedDependency[Principal]
 def provide_users(state: State) -> UserDataService:
     users: UserDataService = state.users
     return users
+
+
+Chat = NamedDependency[ChatService]
+"""The chat service, injected by name as ``chat``."""
+
+
+def provide_chat(state: State) -> ChatService:
+    chat: ChatService = state.chat
+    return chat
 
 
 def provide_service(state: State) -> MemoryService:
@@ -117,3 +127,11 @@ PROBLEM_RESPONSES = {
     503: _problem_spec("Redis or Postgres is unavailable; retry after `Retry-After` seconds."),
 }
 """Problem responses every v1 route can return, for the OpenAPI schema."""
+
+CHAT_RESPONSES = {
+    **PROBLEM_RESPONSES,
+    429: _problem_spec("Over Engram's rate limit, or the model server is over its own."),
+    502: _problem_spec("The model server failed, refused the call, or sent a malformed reply."),
+    504: _problem_spec("The model did not answer within LLM_TIMEOUT_S."),
+}
+"""Problem responses of the chat routes, which also call a model."""

@@ -81,11 +81,21 @@ DOCS_CSP = (
     "img-src 'self' data: https://cdn.jsdelivr.net; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+# The web chat loads only its own scripts and styles and talks only to this origin.
+WEB_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 HSTS = "max-age=31536000; includeSubDomains"
 
 
 def _security_headers(path: str, scheme: str | None) -> list[tuple[bytes, bytes]]:
-    csp = DOCS_CSP if path.startswith("/docs") else API_CSP
+    if path.startswith("/docs"):
+        csp = DOCS_CSP
+    elif path == "/" or path.startswith("/static/"):
+        csp = WEB_CSP
+    else:
+        csp = API_CSP
     headers = [
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),

@@ -28,6 +28,7 @@ from app.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from app.llm import LLMError
 from app.logging import get_logger
 from app.schemas import SCOPE_ID_PATTERN, TURN_ID_PATTERN
 
@@ -134,8 +135,21 @@ def domain_problem(error: EngramError) -> ProblemDetailsException:
             f"{error.dependency} is unavailable; retry shortly.",
             headers={"Retry-After": "5"},
         )
+    if isinstance(error, LLMError):
+        return llm_problem(error)
     log.error("http.unmapped_domain_error", error_type=type(error).__name__)
     return _problem(500, "internal", "Internal server error", _INTERNAL_DETAIL)
+
+
+def llm_problem(error: LLMError) -> ProblemDetailsException:
+    """A failed model call; ``error`` repeats it in the OpenAI format for OpenAI clients."""
+    extra: dict[str, Any] = {
+        "error": {"message": error.detail, "type": error.slug, "code": error.status}
+    }
+    if error.turn_id is not None:
+        extra["user_turn_id"] = error.turn_id
+    headers = {"Retry-After": error.retry_after} if error.retry_after else None
+    return _problem(error.status, error.slug, error.title, error.detail, headers=headers, **extra)
 
 
 # Status code to (problem type, title, detail built from Litestar's detail, extra headers).
