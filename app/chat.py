@@ -195,9 +195,14 @@ class ChatService:
         messages = [message.model_dump(exclude_unset=True) for message in request.messages]
         last = request.messages[-1]
         query = _text_of(last.content) if last.role == "user" else None
+        if last.role == "user" and not (query and query.strip()):
+            raise InvalidInputError(
+                f"messages.{len(request.messages) - 1}.content",
+                "the last user message has no text; send the user's words as content",
+            )
 
         user_turn_id = None
-        if query and query.strip():
+        if query is not None:
             user_turn_id = await self._store(
                 tenant_id, user_id, session_id, schemas.TurnIn(role="user", content=query)
             )

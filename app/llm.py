@@ -69,6 +69,13 @@ class LLMRejectedError(LLMError):
     title = "Model rejected the request"
 
 
+class LLMStreamError(LLMError):
+    """The model server reported an error inside a stream that had started."""
+
+    slug = "llm-stream-error"
+    title = "Model error"
+
+
 class LLMBadResponseError(LLMError):
     slug = "llm-bad-response"
     title = "Malformed model response"
@@ -116,7 +123,7 @@ def translate_error(error: Exception, timeout_s: float) -> LLMError:
             retry_after="5",
         )
     if isinstance(error, openai.APIError):
-        return LLMBadResponseError(f"the model stream reported an error: {error.message}")
+        return LLMStreamError(f"the model server reported an error mid-stream: {error.message}")
     return LLMBadResponseError(
         f"the model server sent a response that is not valid ({type(error).__name__})"
     )

@@ -74,7 +74,13 @@ def create_app(
         worker_task: asyncio.Task[None] | None = None
         if settings.worker_in_process:
             worker_task = asyncio.create_task(active.new_worker().run(stop), name="promotion")
-        log.info("app.started", host=settings.server.host, port=settings.server.port)
+        log.info(
+            "app.started",
+            host=settings.server.host,
+            port=settings.server.port,
+            llm_model=settings.llm.model or "none (offline replies)",
+            llm_base_url=settings.llm.base_url or ("default" if settings.llm.model else None),
+        )
         try:
             yield
         finally:

@@ -21,6 +21,7 @@ Every request body is kept in ``requests`` (embeddings) or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -67,6 +68,9 @@ class OpenAICompatibleServer:
         self.break_stream_after: int | None = None
         self.error_in_stream_after: int | None = None
         self.replies: deque[Reply] = deque()
+        # Bumped by reset(), so a slow request of an earlier test cannot take a later
+        # test's scripted failure or reply.
+        self.generation = 0
         self.requests: list[dict[str, Any]] = []
         self.chat_requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -89,6 +93,7 @@ class OpenAICompatibleServer:
 
     def reset(self) -> None:
         with self._lock:
+            self.generation += 1
             self.fail_with = self.fail_times = self.retry_after = None
             self.delay_s = 0.0
             self.break_stream_after = self.error_in_stream_after = None
@@ -115,6 +120,11 @@ class OpenAICompatibleServer:
 
 class _Handler(BaseHTTPRequestHandler):
     """Answers one request on behalf of the ``OpenAICompatibleServer`` that owns the socket."""
+
+    def handle(self) -> None:
+        # A client that timed out closes the socket before a slow reply is written.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
 
     @property
     def owner(self) -> OpenAICompatibleServer:
@@ -177,8 +187,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _chat(self, body: dict[str, Any]) -> None:
+        generation = self.owner.generation
         if self.owner.delay_s:
             time.sleep(self.owner.delay_s)
+            if self.owner.generation != generation:
+                return
         if self._fail_if_told():
             return
         if not body.get("messages"):

@@ -197,7 +197,7 @@ async def test_model_timeout_is_a_gateway_timeout(
 
 @pytest.mark.parametrize(
     ("setting", "problem"),
-    [("break_stream_after", "llm-bad-response"), ("error_in_stream_after", "llm-bad-response")],
+    [("break_stream_after", "llm-bad-response"), ("error_in_stream_after", "llm-stream-error")],
 )
 async def test_failure_mid_stream_is_an_error_event(
     model_client: httpx.AsyncClient, llm: OpenAICompatibleServer, setting: str, problem: str

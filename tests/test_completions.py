@@ -171,7 +171,7 @@ async def test_stream_failure_reaches_the_client_as_an_error(
     stream = await engram.chat.completions.create(
         model="test-model", messages=[{"role": "user", "content": "Go"}], stream=True
     )
-    with pytest.raises(openai.APIError, match=r"stream reported an error"):
+    with pytest.raises(openai.APIError, match=r"reported an error mid-stream"):
         async for _ in stream:
             pass
 
@@ -224,6 +224,13 @@ async def test_user_comes_from_the_field_or_a_user_token(
     by_field = await client.post("/v1/chat/completions", json={**body, "user": USER})
     assert by_field.status_code == 200
     assert by_field.json()["model"] == "engram-offline"
+
+    blank = await client.post(
+        "/v1/chat/completions",
+        json={**body, "user": USER, "messages": [{"role": "user", "content": "  "}]},
+    )
+    assert blank.status_code == 422
+    assert blank.json()["errors"][0]["field"] == "messages.0.content"
 
     token = user_token("self-user")
     own = await client.post(

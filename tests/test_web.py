@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -124,6 +125,7 @@ def start_server(server_urls: tuple[str, str], embedder: LocalEmbedder, **llm: A
 async def sign_in(page: Page, base_url: str) -> None:
     await page.goto(base_url)
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.get_by_label("Message", exact=True)).to_be_hidden()
     await page.get_by_label("Token", exact=True).fill(user_token(USER))
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_text(f"Signed in as {USER}")).to_be_visible()
@@ -132,6 +134,33 @@ async def sign_in(page: Page, base_url: str) -> None:
 async def shot(page: Page, name: str) -> None:
     await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def forget_first_memory(page: Page, base_url: str) -> None:
+    """Forget the top memory of the panel through its dialog, after one cancelled try."""
+    first = page.locator("#memory-list li").first
+    memory_id = await first.get_attribute("data-memory-id")
+    await first.get_by_role("button", name=re.compile("^Forget memory: We adopted")).click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("beagle called Pepper")
+    await expect(dialog.get_by_role("button", name="Close")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_be_hidden()
+    await expect(first).not_to_contain_text("Forgotten")
+
+    await first.get_by_role("button", name=re.compile("^Open memory: We adopted")).click()
+    await dialog.get_by_role("button", name="Forget this memory").click()
+    await expect(page.locator("#memory-list li").first).to_contain_text("Forgotten")
+    await expect(page.get_by_role("status")).to_have_text("Memory forgotten.")
+    await shot(page, "4-memory-forgotten")
+
+    async with httpx.AsyncClient() as client:
+        gone = await client.get(
+            f"{base_url}/v1/memories/{memory_id}",
+            params={"user_id": USER},
+            headers={"authorization": f"Bearer {user_token(USER)}"},
+        )
+    assert gone.status_code == 404
 
 
 async def test_chat_in_the_browser(
@@ -180,22 +209,7 @@ async def test_chat_in_the_browser(
         await expect(page.get_by_role("button", name="earlier")).to_be_visible()
         await shot(page, "3-after-reload")
 
-        memory_id = await page.locator("#memory-list li").first.get_attribute("data-memory-id")
-        await page.get_by_role("button", name=f"Open memory {memory_id}").click()
-        dialog = page.get_by_role("dialog")
-        await expect(dialog).to_contain_text("beagle called Pepper")
-        await dialog.get_by_role("button", name="Forget this memory").click()
-        await expect(page.locator("#memory-list li").first).to_contain_text("Forgotten")
-        await expect(page.get_by_role("status")).to_have_text("Memory forgotten.")
-        await shot(page, "4-memory-forgotten")
-
-        async with httpx.AsyncClient() as client:
-            gone = await client.get(
-                f"{base_url}/v1/memories/{memory_id}",
-                params={"user_id": USER},
-                headers={"authorization": f"Bearer {user_token(USER)}"},
-            )
-        assert gone.status_code == 404
+        await forget_first_memory(page, base_url)
 
         llm.fail_with = 500
         await page.get_by_label("Message", exact=True).fill("Are you still there?")

@@ -110,7 +110,7 @@ def validation_problem(error: ValidationException) -> ProblemDetailsException:
         422,
         "invalid-input",
         "Invalid input",
-        f"Fix the invalid value of {fields} and send the request again.",
+        f"Correct {fields} as `errors` describes, then send the request again.",
         errors=errors,
     )
 

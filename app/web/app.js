@@ -96,6 +96,7 @@ function isServiceToken(claims) {
 
 async function signIn(token, userInput) {
   const claims = decodeClaims(token);
+  if (!token) throw new Error("Paste a token first.");
   if (!claims) throw new Error("This is not a token: paste the whole JWT, three parts separated by dots.");
   const userId = isServiceToken(claims) ? userInput : claims.sub;
   if (!userId) throw new Error("This is a service token; enter the user id to act for.");
@@ -155,15 +156,16 @@ async function loadSessions() {
   }
 }
 
-async function openSession(sessionId) {
+async function openSession(sessionId, isNew = false) {
   state.sessionId = sessionId;
+  $("status").textContent = "";
   location.hash = `session=${encodeURIComponent(sessionId)}`;
   state.replies.clear();
   state.selectedReply = null;
   $("messages").replaceChildren();
   showMemories(null);
   await loadSessions();
-  await loadHistory();
+  if (!isNew) await loadHistory();
   $("message").focus();
 }
 
@@ -303,14 +305,15 @@ function memoryItem(memory) {
   open.type = "button";
   open.className = "secondary";
   open.textContent = "Open";
-  open.setAttribute("aria-label", `Open memory ${memory.id}`);
+  open.setAttribute("aria-label", `Open memory: ${shorten(memory.content ?? memory.id)}`);
   open.addEventListener("click", () => openMemory(memory.id));
   const forget = document.createElement("button");
   forget.type = "button";
   forget.className = "danger";
   forget.textContent = "Forget";
-  forget.setAttribute("aria-label", `Forget memory ${memory.id}`);
-  forget.addEventListener("click", () => forgetMemory(memory.id));
+  forget.setAttribute("aria-label", `Forget memory: ${shorten(memory.content ?? memory.id)}`);
+  // Forgetting cannot be undone, so it always goes through the dialog.
+  forget.addEventListener("click", () => openMemory(memory.id));
   actions.append(open, forget);
   item.append(score, content, actions);
   if (state.forgotten.has(memory.id)) markForgotten(item);
@@ -323,6 +326,9 @@ async function fillMemory(item, memory) {
     const stored = await response.json();
     memory.content = stored.content;
     item.querySelector(".content").textContent = stored.content;
+    const [open, forget] = item.querySelectorAll(".actions button");
+    open.setAttribute("aria-label", `Open memory: ${shorten(stored.content)}`);
+    forget.setAttribute("aria-label", `Forget memory: ${shorten(stored.content)}`);
   } catch (error) {
     item.querySelector(".content").textContent =
       error.status === 404 ? "This memory no longer exists." : error.message;
@@ -331,6 +337,10 @@ async function fillMemory(item, memory) {
       markForgotten(item);
     }
   }
+}
+
+function shorten(text) {
+  return text.length > 60 ? `${text.slice(0, 57)}…` : text;
 }
 
 function markForgotten(item) {
@@ -400,7 +410,8 @@ function sessionFromHash() {
 
 async function start() {
   showWorkspace();
-  await openSession(sessionFromHash() ?? newSessionId());
+  const saved = sessionFromHash();
+  await openSession(saved ?? newSessionId(), saved === null);
 }
 
 function wire() {
@@ -416,11 +427,15 @@ function wire() {
     }
   });
   $("sign-out").addEventListener("click", signOut);
-  $("new-chat").addEventListener("click", () => openSession(newSessionId()));
+  $("new-chat").addEventListener("click", () => openSession(newSessionId(), true));
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("message").value;
-    if (!text.trim() || state.sending) return;
+    if (state.sending) return;
+    if (!text.trim()) {
+      $("status").textContent = "Type a message first.";
+      return;
+    }
     $("message").value = "";
     send(text);
   });
