@@ -154,6 +154,98 @@ def import_locomo(
     )
 
 
+@main.group(name="eval")
+def eval_group() -> None:
+    """Measure retrieval quality and speed through the API."""
+
+
+@eval_group.command(name="locomo")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@URL_OPTION
+@TOKEN_OPTION
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["semantic", "keyword", "hybrid"]),
+    default=("semantic", "keyword", "hybrid"),
+    show_default=True,
+    help="Ranking modes to score; repeat the option for several.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/eval"),
+    show_default=True,
+    help="Folder for locomo-eval.md and locomo-eval.json.",
+)
+@click.option("--conversations", type=int, default=None, help="Only the first N conversations.")
+@click.option(
+    "--ingest/--no-ingest",
+    default=True,
+    show_default=True,
+    help="Post the conversations first; --no-ingest scores what is already stored.",
+)
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Parallel searches.")
+@click.option(
+    "--embedding-speed/--no-embedding-speed",
+    default=True,
+    show_default=True,
+    help="Also time the local embedding model in this process.",
+)
+@click.option("--timeout", type=float, default=1800, show_default=True, help="Wait limit, s.")
+def eval_locomo(
+    path: Path,
+    url: str,
+    token: str | None,
+    modes: tuple[str, ...],
+    out: Path,
+    conversations: int | None,
+    ingest: bool,
+    concurrency: int,
+    embedding_speed: bool,
+    timeout: float,
+) -> None:
+    """Score retrieval on a LoCoMo file: Recall@k, Hit, All, MRR and nDCG per category."""
+    from app.eval_locomo import (  # noqa: PLC0415
+        LocomoEvaluation,
+        measure_embedding,
+        run_context,
+        write_reports,
+    )
+    from app.locomo import LocomoFormatError, load_locomo  # noqa: PLC0415
+
+    try:
+        loaded = load_locomo(path)
+    except LocomoFormatError as error:
+        raise click.ClickException(str(error)) from error
+    if conversations is not None:
+        loaded = loaded[:conversations]
+    with EngramHTTP(url, token=token) as client:
+        evaluation = LocomoEvaluation(client, loaded, modes=modes)
+        if ingest:
+            _fail_on_service_error(lambda: evaluation.ingest(timeout))
+        report = _fail_on_service_error(lambda: evaluation.run(concurrency))
+    context = run_context(url, modes)
+    if embedding_speed:
+        from app.settings import load_settings  # noqa: PLC0415
+        from embeddings import create_embedder  # noqa: PLC0415
+
+        embedder = create_embedder(load_settings().embeddings)
+        texts = [turn.memory_text for c in loaded for s in c.sessions for turn in s.turns]
+        report.timings["embedding_alone"] = measure_embedding(embedder, texts)
+        context["embedding_model"] = embedder.model_name
+    for written in write_reports(report, context, out):
+        console.print(f"Wrote {written}")
+    headline = report.rankings.get(modes[-1], {}).get("1-4")
+    if headline:
+        count, scores = headline
+        console.print(
+            f"{modes[-1]}: Recall@10 {100 * scores['recall@10']:.1f} over {count} questions "
+            "of categories 1-4"
+        )
+
+
 @main.command()
 @click.argument("query")
 @click.option("--user", "user_id", required=True, help="User whose memories to search.")

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 
 from app.db.models import DeletedSession, EmbeddingSpace, Memory
-from app.errors import EmbeddingModelMismatchError
+from app.errors import ConfigurationError, EmbeddingModelMismatchError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -74,8 +74,22 @@ class SessionStats:
 class LongTermStore:
     """Reads and writes the ``memories`` table."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, text_search_config: str = "english") -> None:
         self._engine = engine
+        self._text_search_config = text_search_config
+
+    async def check_text_search_config(self) -> None:
+        """Raise when Postgres has no text search configuration of the configured name."""
+        async with self._engine.connect() as connection:
+            found = await connection.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = :name)"),
+                {"name": self._text_search_config},
+            )
+        if not found:
+            raise ConfigurationError(
+                f"Postgres has no text search configuration {self._text_search_config!r}; "
+                "set MEMORY_TEXT_SEARCH_CONFIG to a name in the cfgname column of pg_ts_config"
+            )
 
     async def check_embedding_space(self, model: str, dimension: int) -> None:
         """Record the model on first use; raise when the stored vectors came from another."""
@@ -130,6 +144,7 @@ class LongTermStore:
                 "embedding_model": model,
                 "metadata": turn.metadata,
                 "occurred_at": turn.occurred_at,
+                "search_config": self._text_search_config,
             }
             for turn, vector in zip(turns, vectors, strict=True)
         ]

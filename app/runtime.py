@@ -28,7 +28,7 @@ from app.stream import TurnStream
 from app.worker import PromotionWorker
 from embeddings import Embedder, create_embedder
 from prompts import load_prompts
-from retrieval.search import SemanticSearch
+from retrieval.search import MemorySearch
 from retrieval.tokens import TiktokenCounter
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Runtime:
     short_term: ShortTermStore
     long_term: LongTermStore
     stream: TurnStream
-    search: SemanticSearch
+    search: MemorySearch
     counter: TiktokenCounter
     prompts: dict[str, Prompt]
     embedded: EmbeddedServers | None
@@ -116,7 +116,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
     try:
         if embedder is None:
             embedder = await anyio.to_thread.run_sync(create_embedder, settings.embeddings)
-        long_term = LongTermStore(engine)
+        long_term = LongTermStore(engine, settings.memory.text_search_config)
         await _prepare_schema(engine, settings, embedder, long_term)
     except BaseException:
         await redis.aclose()
@@ -136,7 +136,12 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         ),
         long_term=long_term,
         stream=TurnStream(redis, keys),
-        search=SemanticSearch(engine, settings.database.hnsw_ef_search),
+        search=MemorySearch(
+            engine,
+            settings.database.hnsw_ef_search,
+            settings.memory.text_search_config,
+            settings.memory.search_exact_max_rows,
+        ),
         counter=counter,
         prompts=prompts,
         embedded=embedded,
@@ -160,3 +165,4 @@ async def _prepare_schema(
             "run `engram migrate` or set DATABASE_AUTO_MIGRATE=true"
         )
     await long_term.check_embedding_space(embedder.model_name, embedder.dimension)
+    await long_term.check_text_search_config()

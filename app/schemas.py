@@ -23,6 +23,7 @@ from pydantic import (
 
 Role = Literal["user", "assistant", "system", "tool"]
 MemoryKind = Literal["turn", "fact", "summary"]
+SearchMode = Literal["semantic", "keyword", "hybrid"]
 
 SCOPE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,127}$"
 TURN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$"
@@ -143,21 +144,45 @@ class SessionList(BaseModel):
 
 
 class SearchRequest(StrictModel):
-    """A semantic search over one user's long-term memory."""
+    """A search over one user's long-term memory."""
 
     user_id: ScopeId
     query: str = Field(min_length=1, max_length=4096)
     limit: int | None = Field(None, ge=1, description="Hits to return; capped by a setting.")
+    mode: SearchMode | None = Field(
+        None,
+        description="`semantic` (meaning), `keyword` (shared words) or `hybrid` (both, fused); "
+        "defaults to MEMORY_SEARCH_DEFAULT_MODE.",
+    )
     session_id: ScopeId | None = None
     after: AwareDatetime | None = Field(None, description="Only memories that happened after this.")
     before: AwareDatetime | None = Field(None, description="Only memories that happened before.")
+    kind: MemoryKind | None = Field(None, description="Only memories of this kind.")
+    role: Role | None = Field(None, description="Only memories with this role.")
+    metadata: JsonObject | None = Field(
+        None, description="Only memories whose metadata contains this JSON object."
+    )
+    recency_half_life_days: float | None = Field(
+        None,
+        gt=0,
+        description="Favour recent memories: a memory this many days old counts half as much "
+        "in the recency part of its score. Unset turns recency off.",
+    )
+    recency_weight: float = Field(
+        0.5, ge=0, le=1, description="Share of the score that recency can take away (0 to 1)."
+    )
+    diversity: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Maximal marginal relevance: 0 ranks by relevance alone, higher values push "
+        "near-duplicates of higher hits down. Unset turns it off.",
+    )
 
     @field_validator("query")
     @classmethod
     def _query_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must contain text, not only whitespace")
-        return check_text(value)
+        return check_has_text(value)
 
 
 class MemoryOut(BaseModel):
@@ -176,8 +201,30 @@ class MemoryOut(BaseModel):
     embedding_model: str
 
 
+class ScoreExplanation(BaseModel):
+    """The parts of a hit's score, so a client can see why it ranks where it does."""
+
+    mode: SearchMode
+    similarity: float | None = Field(description="Cosine similarity to the query, if found by it.")
+    vector_rank: int | None = Field(description="Position among the vector candidates.")
+    text_score: float | None = Field(
+        description="Sum of the inverse document frequencies of the query words it contains."
+    )
+    text_rank: int | None = Field(description="Position among the text candidates.")
+    relevance: float = Field(
+        description="Similarity, text score, or the fused reciprocal-rank score (hybrid)."
+    )
+    age_days: float = Field(description="Days between the memory and the search.")
+    recency_factor: float = Field(description="Multiplier from recency; 1 when recency is off.")
+    score: float = Field(description="relevance times recency_factor.")
+    rank: int = Field(description="Final position, from 1.")
+    diversity_penalty: float | None = Field(
+        description="Highest similarity to a hit ranked above it, when diversity is on."
+    )
+
+
 class SearchHit(BaseModel):
-    """A memory found by a search, with its cosine similarity to the query."""
+    """A memory found by a search, with its score and how the score was made."""
 
     id: UUID
     content: str
@@ -187,11 +234,25 @@ class SearchHit(BaseModel):
     turn_id: str | None
     occurred_at: datetime
     metadata: dict[str, Any]
-    score: float = Field(description="Cosine similarity between query and memory, -1 to 1.")
+    score: float = Field(
+        description="Final score: similarity (semantic), text score (keyword) or fused "
+        "reciprocal-rank score (hybrid), times the recency factor."
+    )
+    explanation: ScoreExplanation | None = None
+
+
+class SearchTimings(BaseModel):
+    """Where the service spent the time of one search, in milliseconds."""
+
+    embedding_ms: float = Field(description="Embedding the query (0 in keyword mode).")
+    database_ms: float = Field(description="The candidate query in Postgres.")
+    ranking_ms: float = Field(description="Fusion, recency and diversity in the service.")
 
 
 class SearchResponse(BaseModel):
     hits: list[SearchHit]
+    mode: SearchMode
+    timings: SearchTimings
 
 
 class ContextRequest(StrictModel):

@@ -8,6 +8,7 @@ API turns into problem responses.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from app.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 from app.logging import get_logger
 from app.shortterm import StoredTurn, decode_cursor, encode_cursor
 from retrieval.context import ContextAssembler
+from retrieval.ranking import RankingOptions, rank
 from retrieval.search import Hit, SearchFilters
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class MemoryService:
             counter=runtime.counter,
             render_memories=self.render_memories,
             window_share=self._limits.context_window_share,
+            min_similarity=self._limits.context_min_similarity,
         )
 
     # Sessions and turns
@@ -181,9 +184,27 @@ class MemoryService:
             session_id=request.session_id,
             after=request.after,
             before=request.before,
+            kind=request.kind,
+            role=request.role,
+            metadata=request.metadata,
         )
-        hits = await self._search(filters, request.query, limit)
-        return schemas.SearchResponse(hits=[_hit_out(hit) for hit in hits])
+        options = RankingOptions(
+            mode=request.mode or self._limits.search_default_mode,
+            limit=limit,
+            rrf_k=self._limits.search_rrf_k,
+            half_life_days=request.recency_half_life_days,
+            recency_weight=request.recency_weight,
+            mmr_lambda=None if request.diversity is None else 1.0 - request.diversity,
+        )
+        timings: dict[str, float] = {}
+        hits = await self._search(
+            filters, request.query, options, timings, with_embeddings=options.mmr_lambda is not None
+        )
+        return schemas.SearchResponse(
+            hits=[_hit_out(hit) for hit in hits],
+            mode=options.mode,
+            timings=schemas.SearchTimings(**timings),
+        )
 
     async def get_memory(
         self, tenant_id: str, user_id: str, memory_id: uuid.UUID
@@ -234,7 +255,12 @@ class MemoryService:
         hits: list[Hit] = []
         if query and query.strip() and self._limits.context_memory_limit > 0:
             filters = SearchFilters(tenant_id=tenant_id, user_id=request.user_id)
-            hits = await self._search(filters, query, self._limits.context_memory_limit)
+            options = RankingOptions(
+                mode=self._limits.search_default_mode,
+                limit=self._limits.context_memory_limit,
+                rrf_k=self._limits.search_rrf_k,
+            )
+            hits = await self._search(filters, query, options, with_embeddings=True)
 
         assembled = self._assembler.assemble(window, hits, budget)
         return schemas.ContextResponse(
@@ -262,10 +288,49 @@ class MemoryService:
 
     # Helpers
 
-    async def _search(self, filters: SearchFilters, query: str, limit: int) -> list[Hit]:
-        embedder = self._runtime.embedder
-        vectors = await anyio.to_thread.run_sync(embedder.embed, [query])
-        return await self._runtime.search.search(filters, vectors[0], limit)
+    async def _search(
+        self,
+        filters: SearchFilters,
+        query: str,
+        options: RankingOptions,
+        timings: dict[str, float] | None = None,
+        *,
+        with_embeddings: bool = False,
+    ) -> list[Hit]:
+        """Embed the query, gather candidates and rank them; fill ``timings`` in ms if given."""
+        started = time.perf_counter()
+        vector = None
+        if options.mode != "keyword":
+            embedder = self._runtime.embedder
+            vector = (await anyio.to_thread.run_sync(embedder.embed, [query]))[0]
+        embedded = time.perf_counter()
+        count = max(self._limits.search_candidates, options.limit)
+        # Vectors are read only where they are compared: diversity and context deduplication.
+        candidates = await self._runtime.search.candidates(
+            filters, options.mode, query, vector, count, embeddings=with_embeddings
+        )
+        queried = time.perf_counter()
+        order = rank(candidates, options)
+        if timings is not None:
+            timings["embedding_ms"] = round((embedded - started) * 1000, 2)
+            timings["database_ms"] = round((queried - embedded) * 1000, 2)
+            timings["ranking_ms"] = round((time.perf_counter() - queried) * 1000, 2)
+        return [
+            Hit(
+                id=ranked.candidate.id,
+                content=ranked.candidate.content,
+                role=ranked.candidate.role,
+                kind=ranked.candidate.kind,
+                session_id=ranked.candidate.session_id,
+                turn_id=ranked.candidate.turn_id,
+                occurred_at=ranked.candidate.occurred_at,
+                metadata=ranked.candidate.metadata,
+                score=ranked.explanation.score,
+                explanation=ranked.explanation,
+                embedding=ranked.candidate.embedding,
+            )
+            for ranked in order
+        ]
 
     def _page_size(self, limit: int | None) -> int:
         size = limit or self._limits.page_default_items
@@ -350,4 +415,19 @@ def _turn_out(turn: StoredTurn) -> schemas.TurnOut:
 
 
 def _hit_out(hit: Hit) -> schemas.SearchHit:
-    return schemas.SearchHit.model_validate(asdict(hit))
+    return schemas.SearchHit(
+        id=hit.id,
+        content=hit.content,
+        role=hit.role,
+        kind=hit.kind,
+        session_id=hit.session_id,
+        turn_id=hit.turn_id,
+        occurred_at=hit.occurred_at,
+        metadata=hit.metadata,
+        score=hit.score,
+        explanation=(
+            schemas.ScoreExplanation.model_validate(asdict(hit.explanation))
+            if hit.explanation is not None
+            else None
+        ),
+    )

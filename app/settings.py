@@ -181,6 +181,13 @@ class MemorySettings(BaseSettings):
     context_window_share: float = Field(
         0.5, ge=0, le=1, description="Share of the budget the recent window may claim first."
     )
+    context_min_similarity: float = Field(
+        0.2,
+        ge=-1,
+        le=1,
+        description="Memories below this cosine similarity to the query stay out of context, "
+        "unless they share a word with it.",
+    )
     context_memory_limit: int = Field(
         20, ge=0, description="Long-term memories considered for one context."
     )
@@ -204,6 +211,30 @@ class MemorySettings(BaseSettings):
         return days_by_tenant
 
     tokenizer: str = Field("cl100k_base", description="tiktoken encoding used to count tokens.")
+    text_search_config: str = Field(
+        "english",
+        pattern=r"^[a-z_]+$",
+        description="Postgres text search configuration for new memories, such as `english`, "
+        "`dutch` or `simple`; every memory is also indexed with `simple`.",
+    )
+    search_default_mode: Literal["semantic", "keyword", "hybrid"] = Field(
+        "hybrid", description="Ranking of searches that name no `mode`."
+    )
+    search_candidates: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="Candidates each ranking (vector and text) contributes before fusion.",
+    )
+    search_rrf_k: int = Field(
+        10, ge=1, description="Constant k of reciprocal rank fusion: 1 / (k + rank)."
+    )
+    search_exact_max_rows: int = Field(
+        10_000,
+        ge=0,
+        description="Users with at most this many matching memories get an exact vector scan "
+        "instead of the HNSW index.",
+    )
 
 
 class WorkerSettings(BaseSettings):

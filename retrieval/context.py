@@ -3,7 +3,9 @@
 The recent window first claims up to a share of the budget (newest turns
 first), long-term memories then fill what is left in rank order, and any
 budget still free goes back to older window turns. Memories that are also
-in the window are left out, so nothing is sent twice.
+in the window are left out, so nothing is sent twice, and so are memories
+that repeat one already chosen or are too dissimilar to the query. The
+chosen memories are listed oldest first, each with its date.
 """
 
 from __future__ import annotations
@@ -41,13 +43,19 @@ class ContextAssembler:
     counter: TiktokenCounter
     render_memories: Callable[[Sequence[Hit]], str]
     window_share: float
+    min_similarity: float = -1.0
+    duplicate_similarity: float = 0.95
 
     def assemble(
         self, window: Sequence[StoredTurn], hits: Sequence[Hit], budget: int
     ) -> AssembledContext:
         available = budget - REPLY_PRIMER_TOKENS
         window_ids = {turn.turn_id for turn in window}
-        candidates = [hit for hit in hits if hit.turn_id is None or hit.turn_id not in window_ids]
+        candidates = [
+            hit
+            for hit in hits
+            if (hit.turn_id is None or hit.turn_id not in window_ids) and self._relevant(hit)
+        ]
 
         turn_costs = [self.counter.message_tokens(turn.content) for turn in window]
         chosen_turns = _newest_that_fit(turn_costs, int(available * self.window_share))
@@ -63,18 +71,42 @@ class ContextAssembler:
 
         messages: list[Message] = []
         if memories:
-            messages.append(Message("system", self.render_memories(memories)))
+            messages.append(Message("system", self.render_memories(_by_time(memories))))
         messages.extend(Message(turn.role, turn.content) for turn in kept)
         token_count = used + REPLY_PRIMER_TOKENS if messages else 0
         return AssembledContext(messages=messages, memories=memories, token_count=token_count)
 
+    def _relevant(self, hit: Hit) -> bool:
+        """Keep a hit that shares words with the query or is similar enough in meaning."""
+        explanation = hit.explanation
+        if explanation is None or explanation.similarity is None:
+            return True
+        return explanation.text_rank is not None or explanation.similarity >= self.min_similarity
+
+    def _repeats(self, hit: Hit, chosen: Sequence[Hit]) -> bool:
+        """Whether ``hit`` says the same as a memory already chosen."""
+        text = _normalised(hit.content)
+        for other in chosen:
+            if _normalised(other.content) == text:
+                return True
+            if hit.embedding is not None and other.embedding is not None:
+                similarity = sum(a * b for a, b in zip(hit.embedding, other.embedding, strict=True))
+                if similarity >= self.duplicate_similarity:
+                    return True
+        return False
+
     def _fit_memories(self, candidates: Sequence[Hit], room: int) -> tuple[list[Hit], int]:
-        """Add memories by rank while the rendered system message fits in ``room``."""
+        """Add memories by rank while the rendered system message fits in ``room``.
+
+        Returns the chosen memories in rank order; the message lists them by time.
+        """
         chosen: list[Hit] = []
         cost = 0
         for hit in candidates:
+            if self._repeats(hit, chosen):
+                continue
             trial = [*chosen, hit]
-            trial_cost = self.counter.message_tokens(self.render_memories(trial))
+            trial_cost = self.counter.message_tokens(self.render_memories(_by_time(trial)))
             if trial_cost > room:
                 continue
             chosen, cost = trial, trial_cost
@@ -91,3 +123,12 @@ def _newest_that_fit(costs: Sequence[int], room: int) -> int:
         total += cost
         count += 1
     return count
+
+
+def _by_time(hits: Sequence[Hit]) -> list[Hit]:
+    return sorted(hits, key=lambda hit: hit.occurred_at)
+
+
+def _normalised(text: str) -> str:
+    """Text compared for exact repeats: case-folded, with runs of whitespace collapsed."""
+    return " ".join(text.casefold().split())

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from app.shortterm import StoredTurn
 from prompts import load_prompts
 from retrieval.context import ContextAssembler
+from retrieval.ranking import Explanation
 from retrieval.search import Hit
 from retrieval.tokens import TiktokenCounter
 from tests.conversation import SESSIONS, turns_payload
@@ -220,3 +221,67 @@ async def test_api_budget_is_respected(
 
     assert body["token_count"] <= budget
     assert body["token_count"] == (message_tokens(body["messages"]) if body["messages"] else 0)
+
+
+def explained(similarity: float, text_rank: int | None = None) -> Explanation:
+    return Explanation(
+        mode="hybrid",
+        similarity=similarity,
+        vector_rank=1,
+        text_score=None,
+        text_rank=text_rank,
+        relevance=0.0,
+        age_days=0.0,
+        recency_factor=1.0,
+        score=0.0,
+        rank=1,
+        diversity_penalty=None,
+    )
+
+
+def hit_at(
+    content: str,
+    days_ago: int,
+    similarity: float = 0.8,
+    text_rank: int | None = None,
+    embedding: list[float] | None = None,
+) -> Hit:
+    return Hit(
+        id=uuid.uuid4(),
+        content=content,
+        role="user",
+        kind="turn",
+        session_id="old",
+        turn_id=None,
+        occurred_at=START - timedelta(days=days_ago),
+        metadata={},
+        score=similarity,
+        explanation=explained(similarity, text_rank),
+        embedding=embedding,
+    )
+
+
+def test_memories_are_deduplicated_filtered_and_listed_by_time() -> None:
+    assembler = ContextAssembler(
+        counter=COUNTER, render_memories=render, window_share=0.5, min_similarity=0.2
+    )
+    hits = [
+        hit_at("We moved to Rotterdam in May.", days_ago=3, embedding=[1.0, 0.0]),
+        hit_at("we moved to  ROTTERDAM in may.", days_ago=2),
+        hit_at("Our new flat is in Rotterdam-Noord.", days_ago=1, embedding=[0.99, 0.141]),
+        hit_at("I started a pottery class.", days_ago=30, embedding=[0.0, 1.0]),
+        hit_at("The weather is grey today.", days_ago=5, similarity=0.05),
+        hit_at("Rotterdam has a new bridge.", days_ago=9, similarity=0.05, text_rank=1),
+    ]
+
+    assembled = assembler.assemble([], hits, budget=2000)
+
+    kept = [hit.content for hit in assembled.memories]
+    assert kept == [
+        "We moved to Rotterdam in May.",
+        "I started a pottery class.",
+        "Rotterdam has a new bridge.",
+    ], "repeats and dissimilar memories without shared words are left out"
+    system = assembled.messages[0].content
+    order = [system.index(text) for text in ("pottery", "bridge", "moved to Rotterdam")]
+    assert order == sorted(order), "the system message lists memories oldest first"

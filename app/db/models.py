@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import BigInteger, Column, DateTime, Text, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Column, Computed, DateTime, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, REGCONFIG, TSVECTOR
 from sqlmodel import Field, SQLModel
 
 
@@ -44,6 +44,20 @@ class Memory(SQLModel, table=True):
     )
     expires_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    search_config: str = Field(
+        default="english",
+        sa_column=Column(REGCONFIG, nullable=False, server_default="english"),
+    )
+    search_tsv: Any = Field(
+        default=None,
+        sa_column=Column(
+            TSVECTOR,
+            Computed(
+                "to_tsvector(search_config, content) || to_tsvector('simple'::regconfig, content)",
+                persisted=True,
+            ),
+        ),
     )
 
 
