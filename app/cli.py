@@ -193,7 +193,13 @@ def eval_group() -> None:
     show_default=True,
     help="Also time the local embedding model in this process.",
 )
-@click.option("--timeout", type=float, default=1800, show_default=True, help="Wait limit, s.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=1800,
+    show_default=True,
+    help="Longest wait, in seconds, for the imported turns to become searchable.",
+)
 def eval_locomo(
     path: Path,
     url: str,
@@ -206,7 +212,12 @@ def eval_locomo(
     embedding_speed: bool,
     timeout: float,
 ) -> None:
-    """Score retrieval on a LoCoMo file: Recall@k, Hit, All, MRR and nDCG per category."""
+    """Score retrieval on a LoCoMo file: Recall@k, Hit, All, MRR and nDCG per category.
+
+    Run the service with its rate limits off or raised for this token
+    (ENGRAM_RATE_LIMIT_PER_TOKEN_PER_MINUTE=0); the report counts retried
+    requests, and search latency leaves out the waits before retries.
+    """
     from app.eval_locomo import (  # noqa: PLC0415
         LocomoEvaluation,
         measure_embedding,
@@ -226,7 +237,13 @@ def eval_locomo(
         if ingest:
             _fail_on_service_error(lambda: evaluation.ingest(timeout))
         report = _fail_on_service_error(lambda: evaluation.run(concurrency))
-    context = run_context(url, modes)
+    options = {
+        "data": path.name,
+        "conversations": len(loaded),
+        "ingested_in_this_run": ingest,
+        "concurrency": concurrency,
+    }
+    context = run_context(url, modes, options)
     if embedding_speed:
         from app.settings import load_settings  # noqa: PLC0415
         from embeddings import create_embedder  # noqa: PLC0415

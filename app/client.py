@@ -30,6 +30,12 @@ class EngramHTTP:
         self._client = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
         self._retries = retries
         self.base_url = base_url
+        self.retried_requests = 0
+        """Attempts repeated after a 429, 5xx or connection error, over the client's life."""
+        self.retry_wait_s = 0.0
+        """Seconds spent waiting before those attempts."""
+        self.last_attempt_ms = 0.0
+        """Duration of the last request's final attempt, without retries and waits."""
 
     def __enter__(self) -> Self:
         return self
@@ -47,6 +53,7 @@ class EngramHTTP:
         delay = 0.5
         for attempt in range(self._retries + 1):
             last_try = attempt == self._retries
+            started = time.perf_counter()
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.TransportError as error:
@@ -55,9 +62,12 @@ class EngramHTTP:
                         f"cannot reach {self.base_url}: {error}; is `engram serve` running?"
                     ) from error
             else:
+                self.last_attempt_ms = (time.perf_counter() - started) * 1000
                 if response.status_code not in RETRY_STATUSES or last_try:
                     return _decode(response)
                 delay = max(delay, float(response.headers.get("retry-after", delay)))
+            self.retried_requests += 1
+            self.retry_wait_s += delay
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")  # pragma: no cover

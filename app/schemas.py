@@ -221,6 +221,10 @@ class ScoreExplanation(BaseModel):
     diversity_penalty: float | None = Field(
         description="Highest similarity to a hit ranked above it, when diversity is on."
     )
+    diversity_score: float | None = Field(
+        description="The value hits are ordered by when diversity is on: (1 - diversity) x "
+        "score / top score - diversity x diversity_penalty."
+    )
 
 
 class SearchHit(BaseModel):

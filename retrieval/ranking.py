@@ -55,6 +55,7 @@ class Explanation:
     score: float
     rank: int
     diversity_penalty: float | None
+    diversity_score: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ def rank(candidates: Sequence[Candidate], options: RankingOptions) -> list[Ranke
         scored.append((relevance * factor, relevance, age_days, factor, candidate))
     scored.sort(key=lambda item: (-item[0], str(item[4].id)))
 
-    penalties: dict[int, float] = {}
+    penalties: dict[int, tuple[float, float]] = {}
     if options.mmr_lambda is not None:
         scored, penalties = _diversify(scored, options.mmr_lambda, options.limit)
 
@@ -122,7 +123,8 @@ def rank(candidates: Sequence[Candidate], options: RankingOptions) -> list[Ranke
             recency_factor=factor,
             score=score,
             rank=position,
-            diversity_penalty=penalties.get(id(candidate)),
+            diversity_penalty=penalties.get(id(candidate), (None, None))[0],
+            diversity_score=penalties.get(id(candidate), (None, None))[1],
         )
         results.append(Ranked(candidate, explanation))
     return results
@@ -133,14 +135,19 @@ Scored = tuple[float, float, float, float, "Candidate"]
 
 def _diversify(
     scored: list[Scored], mmr_lambda: float, limit: int
-) -> tuple[list[Scored], dict[int, float]]:
-    """Reorder by maximal marginal relevance; return the order and each pick's penalty."""
+) -> tuple[list[Scored], dict[int, tuple[float, float]]]:
+    """Reorder by maximal marginal relevance.
+
+    Returns the order, and for each pick its penalty (highest similarity to an
+    earlier pick) and the value it was picked by:
+    ``lambda * score / best score - (1 - lambda) * penalty``.
+    """
     if not scored:
         return scored, {}
     best = scored[0][0] or 1.0
     remaining = list(scored)
     picked: list[Scored] = []
-    penalties: dict[int, float] = {}
+    penalties: dict[int, tuple[float, float]] = {}
     while remaining and len(picked) < limit:
         choice, choice_value, choice_penalty = 0, float("-inf"), 0.0
         for index, item in enumerate(remaining):
@@ -152,6 +159,6 @@ def _diversify(
             if value > choice_value:
                 choice, choice_value, choice_penalty = index, value, penalty
         item = remaining.pop(choice)
-        penalties[id(item[4])] = round(choice_penalty, 4)
+        penalties[id(item[4])] = (round(choice_penalty, 4), round(choice_value, 4))
         picked.append(item)
     return picked + remaining, penalties

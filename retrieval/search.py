@@ -3,11 +3,11 @@
 One SQL statement gathers the candidates of both rankings:
 
 - **vector**: nearest memories by cosine distance. Users with few memories
-  get an exact scan. Larger ones go through the HNSW index, and since a
-  filtered approximate scan can stop before it finds enough matching rows,
-  the statement runs again with an exact scan when the index candidates
-  come back short of what the user has. On pgvector 0.8 and newer the index
-  scan is iterative and rarely needs that second run.
+  get an exact scan, and larger ones go through the HNSW index. A filtered
+  approximate scan can stop before it finds enough matching rows. So when
+  the index candidates come back short of what the user has, the statement
+  runs again with an exact scan. On pgvector 0.8 and newer the index scan
+  is iterative and rarely needs that second run.
 - **text**: memories that share a word with the query, scored like BM25 with
   binary term frequency: the sum of each matched term's inverse document
   frequency among the user's memories. Postgres's own ``ts_rank`` has no
@@ -207,7 +207,7 @@ def _statement(mode: Mode, where: str, exact: bool, embeddings: bool) -> str:
 
 
 def _typed(mode: Mode, where: str, *, exact: bool, embeddings: bool) -> TextualSelect:
-    """The statement, with the vector column read through pgvector's type."""
+    """Build the statement, with the vector column read through pgvector's type."""
     return text(_statement(mode, where, exact, embeddings)).columns(embedding=Vector())
 
 
@@ -227,9 +227,10 @@ def _rank(candidates: list[Candidate]) -> None:
     )
     for position, candidate in enumerate(by_vector, start=1):
         candidate.vector_rank = position
+    # Equal text scores are common (the same words matched), so meaning breaks the tie.
     by_text = sorted(
         (c for c in candidates if c.text_score is not None),
-        key=lambda c: (-(c.text_score or 0.0), str(c.id)),
+        key=lambda c: (-(c.text_score or 0.0), -(c.similarity or -1.0), str(c.id)),
     )
     for position, candidate in enumerate(by_text, start=1):
         candidate.text_rank = position

@@ -236,6 +236,7 @@ def explained(similarity: float, text_rank: int | None = None) -> Explanation:
         score=0.0,
         rank=1,
         diversity_penalty=None,
+        diversity_score=None,
     )
 
 

@@ -98,6 +98,11 @@ async def test_kind_role_and_metadata_filters(client: httpx.AsyncClient, runtime
     assert [hit["content"] for hit in by_role] == ["The train to Utrecht leaves at nine."]
     assert [hit["content"] for hit in by_metadata] == ["Book the train to Utrecht."]
     assert by_kind == []
+    bad = await client.post(
+        "/v1/memories/search", json={"user_id": "tom", "query": "train", "metadata": "travel"}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0] == {"field": "metadata", "message": "must be a JSON object"}
 
 
 async def test_recency_favours_newer_memories(client: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -145,6 +150,8 @@ async def test_diversity_pushes_near_duplicates_down(
     assert all("hiking" in hit["content"] for hit in plain)
     assert "walks" in diverse[1]["content"]
     assert diverse[1]["explanation"]["diversity_penalty"] is not None
+    values = [hit["explanation"]["diversity_score"] for hit in diverse]
+    assert all(value is not None for value in values)
 
 
 def synthetic_turns(user_id: str, session_id: str, count: int) -> list[StoredTurn]:

@@ -83,7 +83,8 @@ def _readable(message: str) -> str:
     for pattern, hint in _PATTERN_HINTS.items():
         if pattern in message:
             return hint
-    return message.removeprefix("Value error, ")
+    message = message.removeprefix("Value error, ")
+    return message.replace("Input should be a valid dictionary", "must be a JSON object")
 
 
 def _field_errors(error: ValidationException) -> list[dict[str, str]]:
