@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
 
-    from app.settings import AuthSettings
+    from app.settings import AuthSettings, Settings
 
 log = get_logger("auth")
 
@@ -49,7 +49,8 @@ ADMIN = "admin"
 SERVICE_SCOPES = frozenset({READ, WRITE, DELETE, ADMIN})
 
 _ALGORITHM_BY_KEY_TYPE = {"oct": "HS256", "RSA": "RS256", "EC": "ES256"}
-PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema", "/static/")
+# /mcp verifies tokens itself, through the MCP SDK's verifier on the same key ring.
+PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema", "/static/", "/mcp")
 # The web chat's page; it signs in with a token in the browser.
 PUBLIC_EXACT_PATHS = ("/",)
 
@@ -202,6 +203,29 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
+def decode_claims(
+    keyring: KeyRing,
+    encoded_token: str,
+    leeway_s: int,
+    issuer: str | Sequence[str] | None = None,
+    audience: str | Sequence[str] | None = None,
+    options: Any = None,
+) -> dict[str, Any]:
+    """Verify a token with the key its ``kid`` names and return its claims."""
+    key = keyring.key_for(encoded_token)
+    checks: Any = {**(options or {}), "require": ["exp", "iat", "sub", "tid"]}
+    claims: dict[str, Any] = jwt.decode(
+        encoded_token,
+        key=key.key,
+        algorithms=[key.algorithm],
+        issuer=issuer,
+        audience=audience,
+        options=checks,
+        leeway=leeway_s,
+    )
+    return claims
+
+
 def _token_class(keyring: KeyRing, leeway_s: int) -> type[Token]:
     class EngramToken(Token):
         """Litestar's token, verified with the key its ``kid`` names."""
@@ -216,19 +240,32 @@ def _token_class(keyring: KeyRing, leeway_s: int) -> type[Token]:
             audience: str | Sequence[str] | None = None,
             options: Any = None,
         ) -> Any:
-            key = keyring.key_for(encoded_token)
-            checks: Any = {**(options or {}), "require": ["exp", "iat", "sub", "tid"]}
-            return jwt.decode(
-                encoded_token,
-                key=key.key,
-                algorithms=[key.algorithm],
-                issuer=issuer,
-                audience=audience,
-                options=checks,
-                leeway=leeway_s,
-            )
+            return decode_claims(keyring, encoded_token, leeway_s, issuer, audience, options)
 
     return EngramToken
+
+
+class TokenVerifier:
+    """Verifies bearer tokens outside Litestar's middleware, with the same keys and checks."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._keyring = KeyRing.from_settings(settings)
+        self._settings = settings
+
+    def principal(self, encoded_token: str) -> Principal | None:
+        """Return the token's caller, or None when the token is not valid."""
+        try:
+            claims = decode_claims(
+                self._keyring,
+                encoded_token,
+                self._settings.leeway_s,
+                issuer=self._settings.issuer,
+                audience=self._settings.audience,
+            )
+            return principal_from_claims(claims)
+        except (jwt.PyJWTError, NotAuthorizedException) as error:
+            log.info("auth.token_rejected", reason=str(error))
+            return None
 
 
 async def _retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
@@ -284,13 +321,18 @@ def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Princip
         return user
     settings = connection.app.state.settings
     if settings.auth.dev_mode:
-        return Principal(
-            tenant_id=settings.server.default_tenant,
-            subject="developer",
-            kind="service",
-            scopes=SERVICE_SCOPES,
-        )
+        return dev_principal(settings)
     raise NotAuthorizedException(detail="a bearer token is required")
+
+
+def dev_principal(settings: Settings) -> Principal:
+    """Return the caller of every request in AUTH_DEV_MODE: an admin of the default tenant."""
+    return Principal(
+        tenant_id=settings.server.default_tenant,
+        subject="developer",
+        kind="service",
+        scopes=SERVICE_SCOPES,
+    )
 
 
 def mint_token(

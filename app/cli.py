@@ -263,6 +263,28 @@ def eval_locomo(
         )
 
 
+@main.command(name="mcp")
+@URL_OPTION
+@TOKEN_OPTION
+@click.option(
+    "--user",
+    "user_id",
+    envvar="ENGRAM_USER",
+    default=None,
+    help="User the tools act for (env ENGRAM_USER); a user token names its own.",
+)
+def mcp_command(url: str, token: str | None, user_id: str | None) -> None:
+    """Serve Engram's memory tools over MCP on stdin and stdout, for desktop clients.
+
+    Each tool call is forwarded to the service at --url with the token.
+    """
+    import anyio  # noqa: PLC0415
+
+    from app.mcp_server import serve_stdio  # noqa: PLC0415
+
+    anyio.run(serve_stdio, url, token, user_id)
+
+
 @main.command()
 @click.argument("query")
 @click.option("--user", "user_id", required=True, help="User whose memories to search.")

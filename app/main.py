@@ -7,7 +7,7 @@ import contextlib
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from litestar import Litestar
+from litestar import Litestar, asgi
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -30,12 +30,14 @@ from app.api.middleware import RequestContext, add_security_headers
 from app.api.problems import internal_error_handler, problem_config
 from app.api.ratelimit import rate_limit_middleware, register_rate_limit_stores
 from app.api.sessions import SessionController
+from app.api.tools import ToolController
 from app.api.users import UserController
 from app.api.web import index, web_assets
 from app.auth import build_jwt_auth
 from app.chat import ChatService
 from app.llm import LLMGateway
 from app.logging import configure_logging, get_logger
+from app.mcp_server import build_http_app
 from app.privacy import UserDataService
 from app.runtime import Runtime, open_runtime
 from app.service import MemoryService
@@ -43,6 +45,8 @@ from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from litestar.types import Receive, Scope, Send
 
     from embeddings import Embedder
 
@@ -64,33 +68,23 @@ def create_app(
     logging_config = configure_logging(settings.server)
     jwt_auth = build_jwt_auth(settings.auth)
 
+    # MCP over streamable HTTP; its handlers read the state attach_runtime fills in.
+    mcp_app = build_http_app(settings, lambda: app.state)
+
+    @asgi("/mcp", is_mount=True, copy_scope=True)
+    async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await mcp_app(scope, receive, send)  # type: ignore[arg-type]
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = runtime is None
         active = runtime or await open_runtime(settings, embedder=embedder)
         attach_runtime(app, active)
-
-        stop = asyncio.Event()
-        worker_task: asyncio.Task[None] | None = None
-        if settings.worker_in_process:
-            worker_task = asyncio.create_task(active.new_worker().run(stop), name="promotion")
-        log.info(
-            "app.started",
-            host=settings.server.host,
-            port=settings.server.port,
-            llm_model=settings.llm.model or "none (offline replies)",
-            llm_base_url=settings.llm.base_url or ("default" if settings.llm.model else None),
-        )
-        try:
+        async with (
+            mcp_app.router.lifespan_context(mcp_app),
+            _serving(app, settings, active, owned),
+        ):
             yield
-        finally:
-            stop.set()
-            if worker_task is not None:
-                await _stop_worker(worker_task)
-            await app.state.chat_gateway.close()
-            if owned:
-                await active.close()
-            log.info("app.stopped")
 
     app = Litestar(
         route_handlers=[
@@ -98,6 +92,8 @@ def create_app(
             MemoryController,
             UserController,
             ChatController,
+            ToolController,
+            mcp_endpoint,
             index,
             web_assets,
             health,
@@ -145,6 +141,34 @@ def create_app(
     # Outside routing, so that requests no handler serves are logged with an id too.
     app.asgi_handler = RequestContext(app.asgi_handler)
     return app
+
+
+@asynccontextmanager
+async def _serving(
+    app: Litestar, settings: Settings, active: Runtime, owned: bool
+) -> AsyncIterator[None]:
+    """Run the in-process worker while the app serves; close what this app opened."""
+    stop = asyncio.Event()
+    worker_task: asyncio.Task[None] | None = None
+    if settings.worker_in_process:
+        worker_task = asyncio.create_task(active.new_worker().run(stop), name="promotion")
+    log.info(
+        "app.started",
+        host=settings.server.host,
+        port=settings.server.port,
+        llm_model=settings.llm.model or "none (offline replies)",
+        llm_base_url=settings.llm.base_url or ("default" if settings.llm.model else None),
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        if worker_task is not None:
+            await _stop_worker(worker_task)
+        await app.state.chat_gateway.close()
+        if owned:
+            await active.close()
+        log.info("app.stopped")
 
 
 def attach_runtime(app: Litestar, runtime: Runtime, gateway: LLMGateway | None = None) -> None:

@@ -327,6 +327,16 @@ class ChatSettings(BaseSettings):
     )
 
 
+class ToolSettings(BaseSettings):
+    """Memory tools for LLM agents, over HTTP and MCP."""
+
+    model_config = SettingsConfigDict(env_prefix="TOOLS_", extra="ignore")
+
+    result_max_tokens: int = Field(
+        1000, ge=50, description="Most tokens of a tool result's text, as a model reads it."
+    )
+
+
 class Settings(BaseModel):
     """All settings of one process."""
 
@@ -339,6 +349,7 @@ class Settings(BaseModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
 
     @field_validator("memory")
     @classmethod

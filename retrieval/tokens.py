@@ -26,6 +26,11 @@ class TiktokenCounter:
     def count(self, text: str) -> int:
         return len(self._encoding.encode(text, disallowed_special=()))
 
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Return the longest start of ``text`` that is at most ``max_tokens`` tokens."""
+        tokens = self._encoding.encode(text, disallowed_special=())
+        return self._encoding.decode(tokens[:max_tokens])
+
     def message_tokens(self, content: str) -> int:
         return self.count(content) + MESSAGE_OVERHEAD_TOKENS
 

@@ -86,11 +86,17 @@ def requests_by_operation(memory_id: str) -> dict[tuple[str, str], Callable[[], 
             },
         ),
         ("GET", "/v1/models"): lambda: ("/v1/models", None, None),
+        ("GET", "/v1/tools"): lambda: ("/v1/tools", None, None),
+        ("POST", "/v1/tools/{name}/call"): lambda: (
+            "/v1/tools/search_memory/call",
+            user,
+            {"arguments": {"query": "private plan", "limit": 20}},
+        ),
     }
 
 
 # Operations that hold no user's data, so an end user may call them.
-UNSCOPED = {("GET", "/v1/models")}
+UNSCOPED = {("GET", "/v1/models"), ("GET", "/v1/tools")}
 
 
 async def seed_victim(client: httpx.AsyncClient, runtime: Runtime) -> str:
