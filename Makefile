@@ -27,8 +27,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.installed
+$(VENV)/.dev-installed: $(VENV)/.installed clients/python/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e './clients/python[pandas]'
 	touch $@
 
 install: $(VENV)/.installed ## Create the virtual environment and install the service
@@ -57,7 +58,7 @@ lint: dev ## Check style and formatting with ruff
 	$(BIN)/ruff format --check .
 
 typecheck: dev ## Check types with mypy (strict)
-	$(BIN)/mypy app embeddings retrieval prompts tests
+	$(BIN)/mypy app embeddings retrieval prompts tests clients/python/engram_client
 
 test-embedded: dev ## Run the tests against embedded Redis and Postgres
 	rm -f .coverage .coverage.*

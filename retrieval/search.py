@@ -282,11 +282,12 @@ class MemorySearch:
                 await self._tune(connection, count)
             statement = _typed(mode, where, exact=False, embeddings=embeddings)
             rows = (await connection.execute(statement, params)).all()
-            if mode != "keyword" and rows:
-                wanted = min(count, rows[0].total_rows)
-                if rows[0].vector_rows < wanted:
-                    statement = _typed(mode, where, exact=True, embeddings=embeddings)
-                    rows = (await connection.execute(statement, params)).all()
+            # No rows at all can mean the index scan found none of this user's rows,
+            # so that case is checked exactly too (it is cheap for a user with none).
+            short = not rows or rows[0].vector_rows < min(count, rows[0].total_rows)
+            if mode != "keyword" and short:
+                statement = _typed(mode, where, exact=True, embeddings=embeddings)
+                rows = (await connection.execute(statement, params)).all()
         candidates = [
             Candidate(
                 id=row.id,
