@@ -86,6 +86,10 @@ def test_sync_client_covers_the_endpoints(live_server: str, runtime: Runtime) ->
         assert erased["user_id"] == USER
         assert engram.export_user(USER)["memories"] == []
 
+    with EngramClient(live_server, token=service_token(scopes=("admin",))) as admin:
+        actions = {entry["action"] for entry in admin.iter_audit(user_id=USER, page_size=3)}
+    assert {"memories.search", "memory.delete", "user.erase"} <= actions
+
 
 def test_chat_events_stream(live_server: str, runtime: Runtime) -> None:
     with EngramClient(live_server, token=user_token(USER)) as engram:
@@ -193,10 +197,29 @@ async def test_async_client(live_server: str, runtime: Runtime) -> None:
         fetched = await engram.get_memory(first.id, USER)
         context = await engram.context(USER, session_id="music")
         tool = await engram.call_tool("search_memory", {"query": "cello"}, user_id=USER)
+        tools = await engram.tools("anthropic")
+        everything = await engram.sessions(USER)
+        exported = await engram.export_user(USER)
+        events = [event async for event in engram.chat(USER, "music", "Which quartet?")]
         await engram.delete_memory(first.id, USER)
         await engram.delete_session("music", USER)
         with pytest.raises(NotFoundError):
             await engram.delete_memory(first.id, USER)
+        erased = await engram.erase_user(USER)
+
+    async with AsyncEngramClient(live_server, token=service_token(scopes=("admin",))) as admin:
+        entries = [entry async for entry in admin.iter_audit(user_id=USER, page_size=5)]
+        page = await admin.audit(user_id=USER, limit=2)
+
+    assert tools[0]["name"] == "search_memory"
+    assert "input_schema" in tools[0]
+    assert [session.session_id for session in everything.sessions] == ["music"]
+    assert len(exported["memories"]) == len(TURNS)
+    assert [event.event for event in events] == ["context", "delta", "done"]
+    assert erased["user_id"] == USER
+    assert len(entries) > 5, "the iterator follows the cursor past the first page"
+    assert {entry["action"] for entry in entries} >= {"turns.append", "memory.delete"}
+    assert len(page["entries"]) == 2
 
     assert [turn.turn_id for turn in turns] == ["t1", "t2", "t3"]
     assert [session.session_id for session in sessions] == ["music"]

@@ -137,6 +137,21 @@ def _call_tool(
     )
 
 
+def _audit(
+    user_id: str | None, action: str | None, limit: int | None, cursor: str | None
+) -> _Call[dict[str, Any]]:
+    params = _clean({"user_id": user_id, "action": action, "limit": limit, "cursor": cursor})
+    return _Call("GET", "/v1/audit", _same, params)
+
+
+def _tools(tool_format: str) -> _Call[list[dict[str, Any]]]:
+    return _Call("GET", "/v1/tools", lambda data: data["tools"], {"format": tool_format})
+
+
+def _chat_body(user_id: str, session_id: str, message: str) -> dict[str, str]:
+    return {"user_id": user_id, "session_id": session_id, "message": message}
+
+
 def _memories(data: dict[str, Any]) -> MemoryList:
     return MemoryList([Memory.from_json(item) for item in data["memories"]])
 
@@ -302,10 +317,29 @@ class EngramClient:
 
     # Tools and chat
 
+    def audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Return one page of the tenant's audit log, newest first (needs the admin scope)."""
+        return self._send(_audit(user_id, action, limit, cursor))
+
+    def iter_audit(self, *, user_id: str | None = None, page_size: int = 100) -> Iterator[Any]:
+        """Yield every audit entry, newest first, page by page."""
+        cursor = None
+        while True:
+            page = self.audit(user_id=user_id, limit=page_size, cursor=cursor)
+            yield from page["entries"]
+            if page["next_cursor"] is None:
+                return
+            cursor = page["next_cursor"]
+
     def tools(self, tool_format: str = "openai") -> list[dict[str, Any]]:
-        call = _Call("GET", "/v1/tools", lambda data: data["tools"], {"format": tool_format})
-        result: list[dict[str, Any]] = self._send(call)
-        return result
+        return self._send(_tools(tool_format))
 
     def call_tool(
         self,
@@ -319,7 +353,7 @@ class EngramClient:
 
     def chat(self, user_id: str, session_id: str, message: str) -> Iterator[ChatEvent]:
         """Send a chat message and yield its events as they stream in."""
-        body = {"user_id": user_id, "session_id": session_id, "message": message}
+        body = _chat_body(user_id, session_id, message)
         with self._http.stream("POST", "/v1/chat", json=body) as response:
             if not response.is_success:
                 response.read()
@@ -439,6 +473,44 @@ class AsyncEngramClient:
     async def context(self, user_id: str, **options: Any) -> Context:
         return await self._send(_context(user_id, options))
 
+    async def sessions(self, user_id: str) -> SessionPage:
+        return SessionPage([session async for session in self.iter_sessions(user_id)], None)
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._send(
+            _Call("GET", f"/v1/users/{user_id}/export", _same)
+        )
+        return result
+
+    async def erase_user(self, user_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._send(_Call("DELETE", f"/v1/users/{user_id}", _same))
+        return result
+
+    async def audit(
+        self,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._send(_audit(user_id, action, limit, cursor))
+
+    async def iter_audit(
+        self, *, user_id: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Any]:
+        cursor = None
+        while True:
+            page = await self.audit(user_id=user_id, limit=page_size, cursor=cursor)
+            for entry in page["entries"]:
+                yield entry
+            if page["next_cursor"] is None:
+                return
+            cursor = page["next_cursor"]
+
+    async def tools(self, tool_format: str = "openai") -> list[dict[str, Any]]:
+        return await self._send(_tools(tool_format))
+
     async def call_tool(
         self,
         name: str,
@@ -448,3 +520,20 @@ class AsyncEngramClient:
         tool_call_id: str | None = None,
     ) -> ToolResult:
         return await self._send(_call_tool(name, arguments, user_id, tool_call_id))
+
+    async def chat(self, user_id: str, session_id: str, message: str) -> AsyncIterator[ChatEvent]:
+        """Send a chat message and yield its events as they stream in."""
+        body = _chat_body(user_id, session_id, message)
+        async with self._http.stream("POST", "/v1/chat", json=body) as response:
+            if not response.is_success:
+                await response.aread()
+                _decode(response)
+            block: list[str] = []
+            async for line in response.aiter_lines():
+                if line:
+                    block.append(line)
+                    continue
+                event = _events(block)
+                block = []
+                if event is not None:
+                    yield event
