@@ -280,9 +280,13 @@ def mcp_command(url: str, token: str | None, user_id: str | None) -> None:
     """
     import anyio  # noqa: PLC0415
 
-    from app.mcp_server import serve_stdio  # noqa: PLC0415
+    from app.mcp_server import StdioSetupError, serve_stdio  # noqa: PLC0415
 
-    anyio.run(serve_stdio, url, token, user_id)
+    try:
+        anyio.run(serve_stdio, url, token, user_id)
+    except StdioSetupError as error:
+        # stdout carries the protocol, so the reason goes to stderr.
+        raise click.ClickException(str(error)) from error
 
 
 @main.command()

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _QUIET_LOGGERS = (
     "httpx",
     "httpx2",
+    "mcp.server.streamable_http",
+    "mcp.server.streamable_http_manager",
     "sentence_transformers",
     "transformers",
     "huggingface_hub",

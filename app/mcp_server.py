@@ -173,7 +173,8 @@ def build_http_app(settings: Settings, state: Callable[[], State]) -> Starlette:
         if verifier is None
         else McpAuthSettings(
             issuer_url=base,
-            resource_server_url=f"{base}/mcp",
+            # No OAuth metadata is served, so a 401 must not point clients at it.
+            resource_server_url=None,
             # The key ring checks the audience itself, when AUTH_AUDIENCE is set.
             validate_token_resource=False,
         )
@@ -223,8 +224,37 @@ def build_stdio_server(base_url: str, token: str | None, user_id: str | None) ->
     )
 
 
+class StdioSetupError(Exception):
+    """Raised when ``engram mcp`` cannot use the service it forwards to."""
+
+
+async def check_service(base_url: str, token: str | None, user_id: str | None) -> None:
+    """Fail early when the service is unreachable or rejects the token or user."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    if user_id:
+        headers[USER_HEADER] = user_id
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as client:
+        try:
+            response = await client.post("/v1/tools/list_sessions/call", json={"arguments": {}})
+        except httpx.TransportError as error:
+            raise StdioSetupError(
+                f"cannot reach Engram at {base_url} ({error}); start it or pass --url"
+            ) from error
+    if response.status_code == httpx.codes.UNAUTHORIZED:
+        raise StdioSetupError(
+            "the token was rejected; set ENGRAM_TOKEN or --token to a valid token "
+            "(`engram token --lifetime` makes one that lasts longer than an hour)"
+        )
+    if response.status_code == httpx.codes.UNPROCESSABLE_ENTITY and not user_id:
+        raise StdioSetupError("a service token needs --user (or ENGRAM_USER) to name the user")
+    if not response.is_success:
+        detail = response.json().get("detail", response.text) if response.content else ""
+        raise StdioSetupError(f"Engram refused the token or user: {detail}")
+
+
 async def serve_stdio(base_url: str, token: str | None, user_id: str | None) -> None:
-    """Serve the tools over stdin and stdout until the client closes them."""
+    """Check the service, then serve the tools over stdin and stdout until the client closes."""
+    await check_service(base_url, token, user_id)
     server = build_stdio_server(base_url, token, user_id)
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -209,11 +209,12 @@ async def _list_sessions(
     service: MemoryService, tenant_id: str, user_id: str, arguments: ListSessionsArguments
 ) -> tuple[list[str], Any]:
     response = await service.list_sessions(tenant_id, user_id, arguments.limit, None)
-    lines = [
-        f"- {session.session_id}: {max(session.window_turns, session.stored_turns)} turns, "
-        f"last active {_date(session.last_activity_at) if session.last_activity_at else 'never'}"
-        for session in response.sessions
-    ]
+    lines = []
+    for session in response.sessions:
+        turns = max(session.window_turns, session.stored_turns)
+        active = _date(session.last_activity_at) if session.last_activity_at else "never"
+        noun = "turn" if turns == 1 else "turns"
+        lines.append(f"- {session.session_id}: {turns} {noun}, last active {active}")
     if not lines:
         lines = ["This user has no sessions yet."]
     return lines, response.model_dump(mode="json")
@@ -271,10 +272,17 @@ def tool_definitions(tool_format: ToolFormat) -> list[dict[str, Any]]:
     return [tool.definition(tool_format) for tool in TOOLS.values()]
 
 
+class UnknownToolError(NotFoundError):
+    """Raised for a tool name that is not one of ``TOOLS``; the message lists the tools."""
+
+    def __str__(self) -> str:
+        return f"there is no tool {self.object_id!r}; the tools are {', '.join(TOOLS)}"
+
+
 def get_tool(name: str) -> Tool:
     tool = TOOLS.get(name)
     if tool is None:
-        raise NotFoundError("tool", f"{name} (tools: {', '.join(TOOLS)})")
+        raise UnknownToolError("tool", name)
     return tool
 
 

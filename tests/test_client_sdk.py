@@ -71,6 +71,7 @@ def test_sync_client_covers_the_endpoints(live_server: str, runtime: Runtime) ->
         assert tool.tool_call_id == "c1"
         assert "music" in tool.content
         assert len(engram.tools()) == 5
+        assert engram.models() == ["engram-offline"]
 
         frame = results.to_dataframe()
         assert list(frame["content"]) == [hit.content for hit in results.hits]

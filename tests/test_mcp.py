@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +94,7 @@ async def test_mcp_over_http_uses_the_token(live_server: str, runtime: Runtime) 
             headers={"accept": "application/json, text/event-stream"},
         )
     assert anonymous.status_code == 401
+    assert "resource_metadata" not in anonymous.headers.get("www-authenticate", "")
 
     own = {"authorization": f"Bearer {user_token(USER)}"}
     other = {**own, "x-engram-user-id": "someone-else"}
@@ -140,3 +143,19 @@ async def test_mcp_over_stdio_forwards_to_the_service(live_server: str, runtime:
     assert "hazelnuts" in text_of(found)
     assert invalid.is_error is True
     assert "memory_id" in text_of(invalid)
+
+
+def test_mcp_over_stdio_reports_a_bad_token(live_server: str, runtime: Runtime) -> None:
+    engram = Path(sys.executable).with_name("engram")
+    result = subprocess.run(  # noqa: S603  (the project's own command, fixed arguments)
+        [str(engram), "mcp", "--url", live_server, "--user", USER],
+        env={**os.environ, "ENGRAM_TOKEN": "not-a-token"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "the token was rejected" in result.stderr
+    assert result.stdout == "", "stdout is kept for the protocol"

@@ -148,6 +148,10 @@ def _tools(tool_format: str) -> _Call[list[dict[str, Any]]]:
     return _Call("GET", "/v1/tools", lambda data: data["tools"], {"format": tool_format})
 
 
+def _models() -> _Call[list[str]]:
+    return _Call("GET", "/v1/models", lambda data: [model["id"] for model in data["data"]])
+
+
 def _chat_body(user_id: str, session_id: str, message: str) -> dict[str, str]:
     return {"user_id": user_id, "session_id": session_id, "message": message}
 
@@ -341,6 +345,10 @@ class EngramClient:
     def tools(self, tool_format: str = "openai") -> list[dict[str, Any]]:
         return self._send(_tools(tool_format))
 
+    def models(self) -> list[str]:
+        """Return the models /v1/chat/completions accepts."""
+        return self._send(_models())
+
     def call_tool(
         self,
         name: str,
@@ -510,6 +518,9 @@ class AsyncEngramClient:
 
     async def tools(self, tool_format: str = "openai") -> list[dict[str, Any]]:
         return await self._send(_tools(tool_format))
+
+    async def models(self) -> list[str]:
+        return await self._send(_models())
 
     async def call_tool(
         self,
