@@ -50,7 +50,7 @@ SERVICE_SCOPES = frozenset({READ, WRITE, DELETE, ADMIN})
 
 _ALGORITHM_BY_KEY_TYPE = {"oct": "HS256", "RSA": "RS256", "EC": "ES256"}
 # /mcp verifies tokens itself, through the MCP SDK's verifier on the same key ring.
-PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema", "/static/", "/mcp")
+PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema", "/static/", "/mcp", "/metrics")
 # The web chat's page; it signs in with a token in the browser.
 PUBLIC_EXACT_PATHS = ("/",)
 

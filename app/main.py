@@ -26,6 +26,7 @@ from app.api.deps import (
 )
 from app.api.health import health, ready
 from app.api.memories import MemoryController
+from app.api.metrics import metrics, prometheus_config
 from app.api.middleware import RequestContext, add_security_headers
 from app.api.problems import internal_error_handler, problem_config
 from app.api.ratelimit import rate_limit_middleware, register_rate_limit_stores
@@ -98,6 +99,7 @@ def create_app(
             web_assets,
             health,
             ready,
+            metrics,
         ],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
@@ -108,7 +110,7 @@ def create_app(
         },
         lifespan=[lifespan],
         state=State({"settings": settings}),
-        middleware=rate_limit_middleware(settings.server),
+        middleware=[prometheus_config().middleware, *rate_limit_middleware(settings.server)],
         before_send=[add_security_headers],
         cors_config=(
             CORSConfig(

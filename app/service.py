@@ -19,6 +19,7 @@ import anyio.to_thread
 from app import schemas
 from app.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 from app.logging import get_logger
+from app.metrics import SEARCH_SECONDS
 from app.shortterm import StoredTurn, decode_cursor, encode_cursor
 from retrieval.context import ContextAssembler
 from retrieval.ranking import RankingOptions, rank
@@ -311,6 +312,7 @@ class MemoryService:
         )
         queried = time.perf_counter()
         order = rank(candidates, options)
+        SEARCH_SECONDS.labels(mode=options.mode).observe(time.perf_counter() - started)
         if timings is not None:
             timings["embedding_ms"] = round((embedded - started) * 1000, 2)
             timings["database_ms"] = round((queried - embedded) * 1000, 2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ import redis.exceptions
 import sqlalchemy.exc
 
 from app.logging import get_logger
+from app.metrics import EMBEDDING_BATCH_SECONDS, PROMOTED_TURNS
 from app.retention import purge_periodically
 from app.shortterm import StoredTurn
 
@@ -179,9 +181,11 @@ class PromotionWorker:
         if not events:
             return 0
         batch = [turns[event.event_id] for event in events]
+        started = time.perf_counter()
         vectors = await anyio.to_thread.run_sync(
             self._embedder.embed, [turn.content for turn in batch]
         )
+        EMBEDDING_BATCH_SECONDS.observe(time.perf_counter() - started)
         inserted = await self._store.insert_turns(
             batch,
             vectors,
@@ -189,6 +193,7 @@ class PromotionWorker:
             accepted_ms=[event.accepted_ms for event in events],
         )
         await self._stream.ack([event.event_id for event in events])
+        PROMOTED_TURNS.inc(inserted)
         return inserted
 
     async def _promote_one_by_one(

@@ -30,6 +30,7 @@ from app.errors import (
 )
 from app.llm import LLMError
 from app.logging import get_logger
+from app.metrics import RATE_LIMITED
 from app.schemas import SCOPE_ID_PATTERN, TURN_ID_PATTERN
 
 if TYPE_CHECKING:
@@ -211,6 +212,7 @@ def http_problem(error: HTTPException) -> ProblemDetailsException:
     if known is not None:
         slug, title, describe, headers = known
         if status == HTTP_429_TOO_MANY_REQUESTS:
+            RATE_LIMITED.inc()
             headers = _retry_headers(error.headers)
         return _problem(status, slug, title, describe(str(error.detail)), headers=headers)
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 CALLER_LIMIT_STORE = "engram-rate-limit-token"
 ADDRESS_LIMIT_STORE = "engram-rate-limit-address"
-_UNLIMITED_PATHS = ["^/health", "^/ready"]
+_UNLIMITED_PATHS = ["^/health", "^/ready", "^/metrics"]
 
 
 def _token_identifier(request: Request[Any, Any, Any]) -> str:
