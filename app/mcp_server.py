@@ -51,7 +51,9 @@ INSTRUCTIONS = (
 USER_HEADER = "x-engram-user-id"
 
 
-def _tool_list() -> types.ListToolsResult:
+async def _list_tools(
+    _context: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
+) -> types.ListToolsResult:
     return types.ListToolsResult(
         tools=[
             types.Tool(name=tool.name, description=tool.description, input_schema=tool.parameters())
@@ -110,11 +112,6 @@ def _requested_user(context: ServerRequestContext[Any, Any], principal: Principa
 def build_http_server(settings: Settings, state: Callable[[], State]) -> Server[Any]:
     """Return the MCP server that runs tools in this process; ``state`` gives the app's state."""
 
-    async def list_tools(
-        _context: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        return _tool_list()
-
     async def call_tool(
         context: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
@@ -158,7 +155,7 @@ def build_http_server(settings: Settings, state: Callable[[], State]) -> Server[
         SERVER_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
-        on_list_tools=list_tools,
+        on_list_tools=_list_tools,
         on_call_tool=call_tool,
     )
 
@@ -195,11 +192,6 @@ def build_stdio_server(base_url: str, token: str | None, user_id: str | None) ->
     if user_id:
         headers[USER_HEADER] = user_id
 
-    async def list_tools(
-        _context: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        return _tool_list()
-
     async def call_tool(
         _context: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
@@ -219,7 +211,7 @@ def build_stdio_server(base_url: str, token: str | None, user_id: str | None) ->
         SERVER_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
-        on_list_tools=list_tools,
+        on_list_tools=_list_tools,
         on_call_tool=call_tool,
     )
 
@@ -249,7 +241,7 @@ async def check_service(base_url: str, token: str | None, user_id: str | None) -
         raise StdioSetupError("a service token needs --user (or ENGRAM_USER) to name the user")
     if not response.is_success:
         detail = response.json().get("detail", response.text) if response.content else ""
-        raise StdioSetupError(f"Engram refused the token or user: {detail}")
+        raise StdioSetupError(f"Engram rejected the token or user: {detail}")
 
 
 async def serve_stdio(base_url: str, token: str | None, user_id: str | None) -> None:
