@@ -402,7 +402,7 @@ def _error_data(error: LLMError, user_turn_id: str | None) -> dict[str, Any]:
 
 
 def _text_of(content: object) -> str:
-    """The text of a message's content: a string, or the text parts of a list of parts."""
+    """Return the text of a message's content: a string, or the text parts of a list."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):

@@ -12,7 +12,7 @@ of ``dia_id`` values of the hits, best first. Per question:
 
 Scores are averaged per category, keyed by the number in the file because
 projects name the categories differently; over categories 1-4 (category 5
-holds adversarial questions); and over all questions.
+contains adversarial questions); and over all questions.
 """
 
 from __future__ import annotations

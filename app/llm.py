@@ -94,10 +94,10 @@ def _status_error(error: openai.APIStatusError) -> LLMError:
     status = error.status_code
     message = _upstream_message(error)
     if status in (400, 413, 422):
-        return LLMRejectedError(f"the model server refused the request ({status}): {message}")
+        return LLMRejectedError(f"the model server rejected the request ({status}): {message}")
     if status in (401, 403, 404):
         return LLMError(
-            f"the model server answered {status} ({message}); "
+            f"the model server returned {status} ({message}); "
             "check LLM_API_KEY, LLM_BASE_URL and LLM_MODEL"
         )
     return LLMError(f"the model server failed with {status}: {message}", retry_after="5")

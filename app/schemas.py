@@ -246,7 +246,7 @@ class SearchHit(BaseModel):
 
 
 class SearchTimings(BaseModel):
-    """Where the service spent the time of one search, in milliseconds."""
+    """Time spent in each step of one search, in milliseconds."""
 
     embedding_ms: float = Field(description="Embedding the query (0 in keyword mode).")
     database_ms: float = Field(description="The candidate query in Postgres.")

@@ -84,7 +84,7 @@ class ContextAssembler:
         return explanation.text_rank is not None or explanation.similarity >= self.min_similarity
 
     def _repeats(self, hit: Hit, chosen: Sequence[Hit]) -> bool:
-        """Whether ``hit`` says the same as a memory already chosen."""
+        """Return whether ``hit`` repeats a memory already chosen."""
         text = _normalised(hit.content)
         for other in chosen:
             if _normalised(other.content) == text:

@@ -119,7 +119,7 @@ class OpenAICompatibleServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answers one request on behalf of the ``OpenAICompatibleServer`` that owns the socket."""
+    """Handle one request for the ``OpenAICompatibleServer`` that owns the socket."""
 
     def handle(self) -> None:
         # A client that timed out closes the socket before a slow reply is written.

@@ -128,7 +128,7 @@ def test_errors_are_typed(live_server: str, runtime: Runtime) -> None:
 
 
 class FlakyServer:
-    """Answers 429 with Retry-After a number of times, then succeeds; records the times."""
+    """Return 429 with Retry-After a set number of times, then succeed; record each call."""
 
     def __init__(self, failures: int, retry_after: str) -> None:
         self.failures = failures

@@ -66,7 +66,7 @@ async def test_actions_are_audited_without_content(
             .scalars()
             .all()
         )
-    # Ids are hex, so "4921" may occur inside one by chance; the PIN stands alone.
+    # Ids are hex, so "4921" may occur inside one by chance, but the PIN is a separate number.
     pin = re.compile(r"(?<![0-9a-f])4921(?![0-9a-f])")
     assert not any(pin.search(row) or "bank" in row for row in dump)
 

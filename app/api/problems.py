@@ -144,7 +144,7 @@ def domain_problem(error: EngramError) -> ProblemDetailsException:
 
 
 def llm_problem(error: LLMError) -> ProblemDetailsException:
-    """A failed model call; ``error`` repeats it in the OpenAI format for OpenAI clients."""
+    """Build the problem for a failed model call; ``error`` repeats it for OpenAI clients."""
     extra: dict[str, Any] = {
         "error": {"message": error.detail, "type": error.slug, "code": error.status}
     }

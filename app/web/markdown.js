@@ -41,7 +41,7 @@ function inlineToken(token) {
       return link;
     }
     case "image":
-      // Remote images are not loaded; the alternative text stands in.
+      // Remote images are not loaded, so the alternative text is shown instead.
       return document.createTextNode(token.text ? `[image: ${token.text}]` : "[image]");
     case "text":
       return token.tokens ? element("span", inline(token.tokens)) : document.createTextNode(token.text);

@@ -64,7 +64,7 @@ def _same(data: Any) -> Any:
     return data
 
 
-# One function per endpoint: what to send, and how to read the answer.
+# One function per endpoint: the request to send, and how to parse its response.
 
 
 def _append_turns(session_id: str, user_id: str, turns: list[dict[str, Any]]) -> _Call[Any]:

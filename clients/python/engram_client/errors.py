@@ -16,7 +16,7 @@ class EngramConnectionError(EngramError):
 
 
 class ApiError(EngramError):
-    """The service answered with a problem response (RFC 9457)."""
+    """The service returned a problem response (RFC 9457)."""
 
     def __init__(self, status: int, problem: dict[str, Any]) -> None:
         self.status = status

@@ -88,7 +88,7 @@ class SessionPage:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A search hit; ``explanation`` holds the parts of its score."""
+    """A search hit; ``explanation`` contains the parts of its score."""
 
     id: str
     content: str
@@ -124,7 +124,7 @@ class SearchResults:
     timings: dict[str, float]
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per hit, with the explanation's parts as columns."""
+        """Return one row per hit, with the explanation's parts as columns."""
         frame = _frame(self.hits)
         if not frame.empty:
             parts = frame.pop("explanation").apply(lambda value: value or {})
