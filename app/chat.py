@@ -342,7 +342,13 @@ class ChatService:
         metadata: dict[str, Any] = {
             "model": exchange.model,
             "memories": [
-                {"id": str(hit.id), "score": round(hit.score, 4)} for hit in exchange.memories
+                {
+                    "id": str(hit.id),
+                    "score": round(hit.score, 4),
+                    "kind": hit.kind,
+                    "pinned": hit.pinned,
+                }
+                for hit in exchange.memories
             ],
         }
         parts = _split_bytes(text, self._runtime.settings.memory.max_content_bytes)

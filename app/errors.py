@@ -5,7 +5,8 @@ response, so handlers never build HTTP errors themselves::
 
     EngramError
     ├── InvalidInputError        422: a field has a value the service cannot accept
-    │   └── PayloadTooLargeError 413: a field or batch is over a configured size limit
+    │   ├── PayloadTooLargeError 413: a field or batch is over a configured size limit
+    │   └── ConflictError        409: the change clashes with the stored state
     ├── NotFoundError            404: the object does not exist in the caller's scope
     ├── ServiceUnavailableError  503: Redis or Postgres cannot be reached right now
     └── ConfigurationError       raised at start-up; the process refuses to start
@@ -34,6 +35,12 @@ class PayloadTooLargeError(InvalidInputError):
     """Raised when a field or a batch is larger than its configured limit."""
 
     status_code = 413
+
+
+class ConflictError(InvalidInputError):
+    """Raised when a valid change clashes with what is stored, such as a duplicate fact."""
+
+    status_code = 409
 
 
 class NotFoundError(EngramError):

@@ -62,3 +62,13 @@ class KeyBuilder:
     def failure_counts(self) -> str:
         """Hash of event id to the number of failed promotion attempts."""
         return f"{self.prefix}:stream:turns:failures"
+
+    @property
+    def learning_due(self) -> str:
+        """Sorted set of sessions to learn from, scored by when they are due (epoch seconds)."""
+        return f"{self.prefix}:learning:due"
+
+    @property
+    def learning_pending(self) -> str:
+        """Hash of session to the number of turns promoted since it was last claimed."""
+        return f"{self.prefix}:learning:pending"

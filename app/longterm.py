@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy import delete, func, literal, select, text, tuple_
+from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import insert
 
+from app import history
 from app.db.models import DeletedSession, EmbeddingSpace, Memory
 from app.errors import ConfigurationError, EmbeddingModelMismatchError
+from app.history import HISTORY_TABLE, Cause, Change
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -62,6 +65,16 @@ class StoredMemory:
     created_at: datetime
     metadata: dict[str, Any]
     embedding_model: str
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    supersedes: uuid.UUID | None = None
+    superseded_by: uuid.UUID | None = None
+    pinned: bool = False
+    source_turn_ids: list[str] | None = None
+    updated_at: datetime | None = None
+
+
+MEMORY_COLUMNS = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +167,7 @@ class LongTermStore:
                 rows = [row for row, keep in zip(rows, live, strict=True) if keep]
             if not rows:
                 return 0
-            statement = (
-                insert(_MEMORY_TABLE)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .returning(_MEMORY_TABLE.c.id)
-            )
-            inserted = (await connection.execute(statement)).all()
+            inserted = (await connection.execute(_insert_with_history(rows))).all()
         return len(inserted)
 
     async def _live_turns(
@@ -176,8 +183,7 @@ class LongTermStore:
         ]
 
     async def get(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> StoredMemory | None:
-        columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
-        statement = select(*columns).where(
+        statement = select(*MEMORY_COLUMNS).where(
             _MEMORY_TABLE.c.tenant_id == tenant_id,
             _MEMORY_TABLE.c.user_id == user_id,
             _MEMORY_TABLE.c.id == memory_id,
@@ -186,15 +192,55 @@ class LongTermStore:
             row = (await connection.execute(statement)).mappings().one_or_none()
         return None if row is None else StoredMemory(**row)
 
-    async def delete(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> bool:
-        statement = delete(_MEMORY_TABLE).where(
-            _MEMORY_TABLE.c.tenant_id == tenant_id,
-            _MEMORY_TABLE.c.user_id == user_id,
-            _MEMORY_TABLE.c.id == memory_id,
+    async def delete(
+        self,
+        tenant_id: str,
+        user_id: str,
+        memory_id: uuid.UUID,
+        *,
+        cause: Cause = "api",
+        actor: str | None = None,
+        purge_history: bool = False,
+    ) -> bool:
+        """Delete one memory and record it; return whether it existed.
+
+        The history entry keeps the deleted text, unless ``purge_history``
+        removes the memory's earlier history and records the deletion without text.
+        """
+        statement = (
+            delete(_MEMORY_TABLE)
+            .where(
+                _MEMORY_TABLE.c.tenant_id == tenant_id,
+                _MEMORY_TABLE.c.user_id == user_id,
+                _MEMORY_TABLE.c.id == memory_id,
+            )
+            .returning(_MEMORY_TABLE.c.session_id, _MEMORY_TABLE.c.content)
         )
         async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        return bool(result.rowcount)
+            row = (await connection.execute(statement)).one_or_none()
+            if row is None:
+                return False
+            if purge_history:
+                await connection.execute(
+                    delete(HISTORY_TABLE).where(
+                        HISTORY_TABLE.c.tenant_id == tenant_id,
+                        HISTORY_TABLE.c.user_id == user_id,
+                        HISTORY_TABLE.c.memory_id == memory_id,
+                    )
+                )
+            change = Change(
+                memory_id=memory_id,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                session_id=row.session_id,
+                event="delete",
+                cause=cause,
+                actor=actor,
+                old_content=None if purge_history else row.content,
+                changes={"history_purged": True} if purge_history else {},
+            )
+            await history.record(connection, [change])
+        return True
 
     async def delete_session(
         self, tenant_id: str, user_id: str, session_id: str, deleted_ms: int
@@ -215,12 +261,18 @@ class LongTermStore:
         statement = delete(_MEMORY_TABLE).where(
             _MEMORY_TABLE.c.tenant_id == tenant_id, _MEMORY_TABLE.c.user_id == user_id
         )
+        # The history of those memories goes too, text included.
+        history_statement = delete(HISTORY_TABLE).where(
+            HISTORY_TABLE.c.tenant_id == tenant_id, HISTORY_TABLE.c.user_id == user_id
+        )
         if session_id != WHOLE_USER:
             statement = statement.where(_MEMORY_TABLE.c.session_id == session_id)
+            history_statement = history_statement.where(HISTORY_TABLE.c.session_id == session_id)
         async with self._engine.begin() as connection:
             await _lock_user(connection, tenant_id, user_id)
             await connection.execute(tombstone)
             result = await connection.execute(statement)
+            await connection.execute(history_statement)
         return int(result.rowcount)
 
     async def erase_user(self, tenant_id: str, user_id: str, deleted_ms: int) -> int:
@@ -237,7 +289,7 @@ class LongTermStore:
             _MEMORY_TABLE.c.expires_at.is_not(None), _MEMORY_TABLE.c.expires_at <= now
         )
         async with self._engine.begin() as connection:
-            return int((await connection.execute(statement)).rowcount)
+            return await _delete_with_history(connection, statement)
 
     async def purge_created_before(
         self,
@@ -253,13 +305,12 @@ class LongTermStore:
         if exclude_tenants:
             statement = statement.where(_MEMORY_TABLE.c.tenant_id.not_in(list(exclude_tenants)))
         async with self._engine.begin() as connection:
-            return int((await connection.execute(statement)).rowcount)
+            return await _delete_with_history(connection, statement)
 
     async def all_memories(self, tenant_id: str, user_id: str) -> list[StoredMemory]:
         """Return every memory of a user, oldest first, without vectors."""
-        columns = [_MEMORY_TABLE.c[name] for name in StoredMemory.__dataclass_fields__]
         statement = (
-            select(*columns)
+            select(*MEMORY_COLUMNS)
             .where(_MEMORY_TABLE.c.tenant_id == tenant_id, _MEMORY_TABLE.c.user_id == user_id)
             .order_by(_MEMORY_TABLE.c.occurred_at, _MEMORY_TABLE.c.id)
         )
@@ -307,6 +358,57 @@ class LongTermStore:
         async with self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         return True
+
+
+def _insert_with_history(rows: list[dict[str, Any]]) -> Any:
+    """Insert memories, skipping ids that exist, and record a ``create`` for each new one.
+
+    One statement does both, and it returns one row per memory inserted.
+    """
+    inserted = (
+        insert(_MEMORY_TABLE)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(
+            _MEMORY_TABLE.c.id,
+            _MEMORY_TABLE.c.tenant_id,
+            _MEMORY_TABLE.c.user_id,
+            _MEMORY_TABLE.c.session_id,
+            _MEMORY_TABLE.c.content,
+        )
+        .cte("inserted")
+    )
+    source = select(
+        inserted.c.id,
+        inserted.c.tenant_id,
+        inserted.c.user_id,
+        inserted.c.session_id,
+        literal("create"),
+        literal("promotion"),
+        inserted.c.content,
+    )
+    columns = ["memory_id", "tenant_id", "user_id", "session_id", "event", "cause", "new_content"]
+    return (
+        plain_insert(HISTORY_TABLE)
+        .from_select(columns, source)
+        .returning(HISTORY_TABLE.c.memory_id)
+        .add_cte(inserted)
+    )
+
+
+async def _delete_with_history(connection: AsyncConnection, statement: Any) -> int:
+    """Run a DELETE on memories and remove the history of the deleted rows; return the count."""
+    deleted = (await connection.execute(statement.returning(_MEMORY_TABLE.c.id))).scalars().all()
+    if deleted:
+        await connection.execute(
+            delete(HISTORY_TABLE).where(HISTORY_TABLE.c.memory_id.in_(list(deleted)))
+        )
+    return len(deleted)
+
+
+async def lock_user(connection: AsyncConnection, tenant_id: str, user_id: str) -> None:
+    """Take the transaction-scoped lock that every write of one user's rows holds."""
+    await _lock_user(connection, tenant_id, user_id)
 
 
 async def _lock_user(connection: AsyncConnection, tenant_id: str, user_id: str) -> None:

@@ -52,6 +52,22 @@ DEAD_LETTERS = Gauge("engram_dead_letters", "Events in the dead-letter stream.")
 PROMOTION_LAG_SECONDS = Gauge(
     "engram_promotion_lag_seconds", "Age of the oldest accepted turn not yet promoted; 0 if none."
 )
+LEARNING_RUNS = Counter(
+    "engram_learning_runs_total",
+    "Sessions a worker learned from, by outcome: done, retried (model or database "
+    "unavailable) or busy (another worker held the user).",
+    ["outcome"],
+)
+LEARNED_FACTS = Counter(
+    "engram_learned_facts_total",
+    "Facts from extraction by result: added, superseded (an update), duplicate, ignored "
+    "(the model chose no change) or skipped (malformed output, deleted sources).",
+    ["result"],
+)
+SUMMARIES_WRITTEN = Counter("engram_summaries_total", "Rolling session summaries stored.")
+LEARNING_DUE = Gauge(
+    "engram_learning_sessions_due", "Sessions waiting for fact extraction or a summary."
+)
 MEMORIES = Gauge(
     "engram_memories", f"Long-term memories per tenant (top {TOP_TENANTS}, then other).", ["tenant"]
 )
@@ -71,6 +87,9 @@ async def refresh_shared_metrics(state: State) -> None:
         PROMOTION_LAG_SECONDS.set(max(0.0, time.time() - accepted_ms / 1000))
     else:
         PROMOTION_LAG_SECONDS.set(0)
+    LEARNING_DUE.set(
+        await runtime.redis.zcard(KeyBuilder(runtime.settings.redis.key_prefix).learning_due)
+    )
     async with runtime.engine.connect() as connection:
         rows = (
             await connection.execute(

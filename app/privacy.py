@@ -84,6 +84,7 @@ class UserDataService:
         memories = await self._runtime.long_term.erase_user(tenant_id, user_id, deleted_ms)
         stream_events = await self._runtime.stream.purge_user(tenant_id, user_id)
         redis_keys = await self._runtime.short_term.erase_user(tenant_id, user_id)
+        await self._runtime.learning_queue.forget(tenant_id, user_id)
         counts = ErasureCounts(
             memories=memories, redis_keys=redis_keys, stream_events=stream_events
         )

@@ -18,7 +18,10 @@ from app.audit import AuditLog
 from app.db import migrate
 from app.embedded import EmbeddedServers
 from app.errors import ConfigurationError
+from app.facts import FactStore
 from app.keys import KeyBuilder
+from app.learning import Learner, LearningQueue
+from app.llm import LLMGateway
 from app.logging import get_logger
 from app.longterm import LongTermStore
 from app.retention import RetentionPolicy
@@ -56,17 +59,53 @@ class Runtime:
     prompts: dict[str, Prompt]
     embedded: EmbeddedServers | None
     audit: AuditLog
+    facts: FactStore
+    learning_queue: LearningQueue
 
-    def new_worker(self, consumer: str | None = None) -> PromotionWorker:
-        memory = self.settings.memory
+    def new_worker(
+        self,
+        consumer: str | None = None,
+        *,
+        learn: bool = True,
+        gateway: LLMGateway | None = None,
+    ) -> PromotionWorker:
+        """Build a promotion worker; with a learning model set, it also runs a learner.
+
+        ``learn=False`` leaves the learner out (sessions are still queued), and
+        ``gateway`` replaces the model client built from settings.
+        """
+        settings = self.settings
+        memory = settings.memory
         retention = RetentionPolicy(memory.retention_days, dict(memory.retention_days_by_tenant))
-        return PromotionWorker(
+        worker = PromotionWorker(
             self.stream,
             self.long_term,
             self.embedder,
-            self.settings.worker,
+            settings.worker,
             consumer,
             retention=retention,
+            learning_queue=self.learning_queue,
+            learns=lambda tenant_id: settings.strategy_for(tenant_id) != "verbatim",
+        )
+        if learn and settings.learning_model is not None:
+            worker.learner = self.new_learner(worker.consumer, gateway)
+        return worker
+
+    def new_learner(self, consumer: str, gateway: LLMGateway | None = None) -> Learner:
+        """Build a learner on the learning model (``LEARNING_MODEL`` or ``LLM_MODEL``)."""
+        settings = self.settings
+        if gateway is None:
+            gateway = LLMGateway(settings.llm.model_copy(update={"model": settings.learning_model}))
+        return Learner(
+            settings,
+            self.learning_queue,
+            self.facts,
+            self.engine,
+            self.embedder,
+            gateway,
+            self.prompts,
+            self.counter,
+            consumer,
         )
 
     async def close(self) -> None:
@@ -146,9 +185,22 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         prompts=prompts,
         embedded=embedded,
         audit=AuditLog(engine),
+        facts=FactStore(engine, settings.memory.text_search_config),
+        learning_queue=LearningQueue(
+            redis,
+            keys,
+            settings.learning.debounce_s,
+            settings.learning.batch_turns,
+            settings.learning.lease_s,
+        ),
     )
     await runtime.stream.ensure_group()
-    log.info("runtime.ready", dimension=embedder.dimension)
+    log.info(
+        "runtime.ready",
+        dimension=embedder.dimension,
+        learning_model=settings.learning_model,
+        learning_strategy=settings.learning.strategy if settings.learning_model else "verbatim",
+    )
     return runtime
 
 

@@ -22,7 +22,8 @@ from pydantic import (
 )
 
 Role = Literal["user", "assistant", "system", "tool"]
-MemoryKind = Literal["turn", "fact", "summary"]
+MemoryKind = Literal["turn", "fact", "preference", "event", "summary"]
+FactKind = Literal["fact", "preference", "event"]
 SearchMode = Literal["semantic", "keyword", "hybrid"]
 
 SCOPE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,127}$"
@@ -178,6 +179,14 @@ class SearchRequest(StrictModel):
         description="Maximal marginal relevance: 0 ranks by relevance alone, higher values push "
         "near-duplicates of higher hits down. Unset turns it off.",
     )
+    as_of: AwareDatetime | None = Field(
+        None,
+        description="Search memory as it stood at this time: facts that held then, including "
+        "those superseded since. Unset searches current memories only.",
+    )
+    include_superseded: bool = Field(
+        False, description="Also return facts and summaries that were superseded."
+    )
 
     @field_validator("query")
     @classmethod
@@ -199,6 +208,77 @@ class MemoryOut(BaseModel):
     created_at: datetime
     metadata: dict[str, Any]
     embedding_model: str
+    valid_from: datetime | None = Field(None, description="When a fact started to hold.")
+    valid_to: datetime | None = Field(
+        None, description="When a fact stopped holding; set when it was superseded."
+    )
+    supersedes: UUID | None = Field(None, description="The memory this one replaced.")
+    superseded_by: UUID | None = Field(None, description="The memory that replaced this one.")
+    pinned: bool = Field(False, description="Pinned memories are always in context.")
+    source_turn_ids: list[str] = Field(
+        default_factory=list, description="Turns a fact or summary was drawn from."
+    )
+    updated_at: datetime | None = Field(None, description="Last edit, if any.")
+
+
+class MemoryCreate(StrictModel):
+    """A fact to remember, written by the user or an agent instead of extracted."""
+
+    user_id: ScopeId
+    content: NonBlankText = Field(min_length=1, max_length=2000)
+    kind: FactKind = "fact"
+    session_id: ScopeId | None = Field(None, description="Session the fact belongs to, if any.")
+    valid_from: AwareDatetime | None = Field(
+        None, description="When the fact started to hold; defaults to now."
+    )
+    pinned: bool = Field(False, description="Always include the fact in context.")
+    metadata: JsonObject = Field(default_factory=dict)
+    supersedes: UUID | None = Field(
+        None, description="A current fact of the user that this one replaces."
+    )
+
+
+class MemoryUpdate(StrictModel):
+    """Changes to one memory; fields left out stay as they are."""
+
+    user_id: ScopeId
+    content: NonBlankText | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="New text; facts and summaries only, because turns record what was said.",
+    )
+    pinned: bool | None = None
+    metadata: JsonObject | None = None
+
+
+class HistoryEntryOut(BaseModel):
+    """One recorded change to a memory."""
+
+    id: int
+    event: Literal["create", "update", "supersede", "delete"]
+    cause: str = Field(
+        description="`promotion`, `extraction`, `summary`, `user` (the user's own token) or "
+        "`api` (a service token)."
+    )
+    actor: str | None = Field(description="Token subject, or the model of an extraction run.")
+    run_id: str | None = Field(description="Extraction or summary run that made the change.")
+    old_content: str | None
+    new_content: str | None
+    changes: dict[str, Any] = Field(description="Other fields that changed, old and new.")
+    occurred_at: datetime
+
+
+class MemoryHistoryOut(BaseModel):
+    memory_id: UUID
+    user_id: str
+    entries: list[HistoryEntryOut]
+
+
+class MemoryList(BaseModel):
+    user_id: str
+    memories: list[MemoryOut]
+    next_cursor: str | None
 
 
 class ScoreExplanation(BaseModel):
@@ -238,6 +318,9 @@ class SearchHit(BaseModel):
     turn_id: str | None
     occurred_at: datetime
     metadata: dict[str, Any]
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    pinned: bool = False
     score: float = Field(
         description="Final score: similarity (semantic), text score (keyword) or fused "
         "reciprocal-rank score (hybrid), times the recency factor."
@@ -287,6 +370,11 @@ class ContextResponse(BaseModel):
     memories: list[SearchHit] = Field(description="Long-term memories in the system message.")
     token_count: int = Field(description="Tokens of all messages, counted as the model would.")
     token_budget: int
+    summary_id: UUID | None = Field(
+        None,
+        description="The session summary that stands in for the older turns of the window, "
+        "when one was used.",
+    )
 
 
 class ChatRequest(StrictModel):

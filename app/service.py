@@ -12,12 +12,14 @@ import time
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
+import sqlalchemy.exc
 
-from app import schemas
-from app.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+from app import history, schemas
+from app.errors import ConflictError, InvalidInputError, NotFoundError, PayloadTooLargeError
+from app.facts import FACT_KINDS, NewFact
 from app.logging import get_logger
 from app.metrics import SEARCH_SECONDS
 from app.shortterm import StoredTurn, decode_cursor, encode_cursor
@@ -28,6 +30,8 @@ from retrieval.search import Hit, SearchFilters
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from app.history import Cause
+    from app.longterm import StoredMemory
     from app.runtime import Runtime
 
 log = get_logger("service")
@@ -112,6 +116,7 @@ class MemoryService:
             tenant_id, user_id, session_id, deleted_ms
         )
         had_window = await self._runtime.short_term.delete_session(tenant_id, user_id, session_id)
+        await self._runtime.learning_queue.forget(tenant_id, user_id, session_id)
         log.info(
             "session.deleted",
             tenant_id=tenant_id,
@@ -188,6 +193,9 @@ class MemoryService:
             kind=request.kind,
             role=request.role,
             metadata=request.metadata,
+            as_of=request.as_of,
+            include_superseded=request.include_superseded,
+            hide_extracted_turns=request.kind is None and self._hides_turns(tenant_id),
         )
         options = RankingOptions(
             mode=request.mode or self._limits.search_default_mode,
@@ -213,24 +221,190 @@ class MemoryService:
         memory = await self._runtime.long_term.get(tenant_id, user_id, memory_id)
         if memory is None:
             raise NotFoundError("memory", str(memory_id))
-        return schemas.MemoryOut(
-            id=memory.id,
-            user_id=memory.user_id,
-            session_id=memory.session_id,
-            kind=memory.kind,
-            role=memory.role,
-            content=memory.content,
-            turn_id=memory.turn_id,
-            occurred_at=memory.occurred_at,
-            created_at=memory.created_at,
-            metadata=memory.metadata,
-            embedding_model=memory.embedding_model,
+        return memory_out(memory)
+
+    async def delete_memory(
+        self,
+        tenant_id: str,
+        user_id: str,
+        memory_id: uuid.UUID,
+        *,
+        cause: Cause = "api",
+        actor: str | None = None,
+        purge_history: bool = False,
+    ) -> None:
+        deleted = await self._runtime.long_term.delete(
+            tenant_id, user_id, memory_id, cause=cause, actor=actor, purge_history=purge_history
+        )
+        if not deleted:
+            raise NotFoundError("memory", str(memory_id))
+        log.info(
+            "memory.deleted",
+            tenant_id=tenant_id,
+            user_id=user_id,
+            memory_id=str(memory_id),
+            history_purged=purge_history,
         )
 
-    async def delete_memory(self, tenant_id: str, user_id: str, memory_id: uuid.UUID) -> None:
-        if not await self._runtime.long_term.delete(tenant_id, user_id, memory_id):
+    async def create_memory(
+        self, tenant_id: str, request: schemas.MemoryCreate, *, cause: Cause, actor: str | None
+    ) -> tuple[schemas.MemoryOut, bool]:
+        """Store a fact written through the API; return it and whether it is new.
+
+        A fact that repeats a current one (same text, or nearly the same
+        meaning) is not stored again, and the existing fact is returned.
+        """
+        facts = self._runtime.facts
+        self._check_metadata("metadata", request.metadata)
+        if request.supersedes is not None:
+            target = await self._runtime.long_term.get(
+                tenant_id, request.user_id, request.supersedes
+            )
+            if target is None or target.kind not in FACT_KINDS or target.valid_to is not None:
+                raise InvalidInputError(
+                    "supersedes",
+                    "supersedes names no current fact of this user; pass the id of a fact, "
+                    "preference or event of theirs that has no valid_to",
+                )
+        vector = (await anyio.to_thread.run_sync(self._runtime.embedder.embed, [request.content]))[
+            0
+        ]
+        fact = NewFact(
+            kind=request.kind,
+            content=request.content.strip(),
+            vector=vector,
+            valid_from=request.valid_from or datetime.now(UTC),
+            session_id=request.session_id,
+            supersedes=request.supersedes,
+            metadata=request.metadata,
+            pinned=request.pinned,
+        )
+        (outcome,) = await facts.write_facts(
+            tenant_id,
+            request.user_id,
+            [fact],
+            model=self._runtime.embedder.model_name,
+            cause=cause,
+            actor=actor,
+            duplicate_similarity=self._runtime.settings.learning.duplicate_similarity,
+        )
+        memory_id = outcome.id or outcome.duplicate_of
+        if memory_id is None:
+            raise ConflictError(
+                "content", "the same fact was stored by another request just now; read it instead"
+            )
+        log.info(
+            "memory.created",
+            tenant_id=tenant_id,
+            user_id=request.user_id,
+            memory_id=str(memory_id),
+            duplicate=outcome.id is None,
+            superseded=str(outcome.superseded) if outcome.superseded else None,
+        )
+        return await self.get_memory(tenant_id, request.user_id, memory_id), outcome.id is not None
+
+    async def update_memory(
+        self,
+        tenant_id: str,
+        memory_id: uuid.UUID,
+        request: schemas.MemoryUpdate,
+        *,
+        cause: Cause,
+        actor: str | None,
+    ) -> schemas.MemoryOut:
+        """Edit a memory's text (facts and summaries only), pin or metadata."""
+        self._check_metadata("metadata", request.metadata)
+        current = await self._runtime.long_term.get(tenant_id, request.user_id, memory_id)
+        if current is None:
             raise NotFoundError("memory", str(memory_id))
-        log.info("memory.deleted", tenant_id=tenant_id, user_id=user_id, memory_id=str(memory_id))
+        vector = None
+        if request.content is not None:
+            if current.kind == "turn":
+                raise InvalidInputError(
+                    "content",
+                    "turns record what was said and cannot be edited; delete the turn, or add "
+                    "a fact with POST /v1/memories",
+                )
+            if current.valid_to is not None:
+                raise InvalidInputError(
+                    "content",
+                    f"this memory was superseded by {current.superseded_by}; edit that one",
+                )
+            vector = (
+                await anyio.to_thread.run_sync(self._runtime.embedder.embed, [request.content])
+            )[0]
+        try:
+            updated = await self._runtime.facts.edit(
+                tenant_id,
+                request.user_id,
+                memory_id,
+                content=request.content.strip() if request.content is not None else None,
+                vector=vector,
+                pinned=request.pinned,
+                metadata=request.metadata,
+                cause=cause,
+                actor=actor,
+            )
+        except sqlalchemy.exc.IntegrityError as error:
+            raise ConflictError(
+                "content", "another current fact of this user has the same text; delete one of them"
+            ) from error
+        if updated is None:
+            raise NotFoundError("memory", str(memory_id))
+        log.info(
+            "memory.updated",
+            tenant_id=tenant_id,
+            user_id=request.user_id,
+            memory_id=str(memory_id),
+            content_changed=request.content is not None,
+            pinned=request.pinned,
+        )
+        return memory_out(updated)
+
+    async def memory_history(
+        self, tenant_id: str, user_id: str, memory_id: uuid.UUID
+    ) -> schemas.MemoryHistoryOut:
+        """Return every recorded change of a memory, also after it was deleted."""
+        entries = await history.read(self._runtime.engine, tenant_id, user_id, memory_id)
+        if not entries:
+            raise NotFoundError("memory", str(memory_id))
+        return schemas.MemoryHistoryOut(
+            memory_id=memory_id,
+            user_id=user_id,
+            entries=[
+                schemas.HistoryEntryOut.model_validate(entry, from_attributes=True)
+                for entry in entries
+            ],
+        )
+
+    async def list_memories(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        kind: str | None,
+        include_superseded: bool,
+        pinned: bool | None,
+        limit: int | None,
+        cursor: str | None,
+    ) -> schemas.MemoryList:
+        """Return one page of the user's memories, newest first."""
+        page_size = self._page_size(limit)
+        offset = _check_cursor(cursor) if cursor is not None else 0
+        rows = await self._runtime.facts.list_memories(
+            tenant_id,
+            user_id,
+            kinds=[kind] if kind else None,
+            include_superseded=include_superseded,
+            pinned=pinned,
+            limit=page_size + 1,
+            offset=offset,
+        )
+        return schemas.MemoryList(
+            user_id=user_id,
+            memories=[memory_out(row) for row in rows[:page_size]],
+            next_cursor=encode_cursor(offset + page_size) if len(rows) > page_size else None,
+        )
 
     # Context
 
@@ -247,23 +421,50 @@ class MemoryService:
             )
 
         window: list[StoredTurn] = []
+        summary_text: str | None = None
+        summary_id: uuid.UUID | None = None
         if request.session_id is not None:
             window = await self._runtime.short_term.recent(
                 tenant_id, request.user_id, request.session_id, self._limits.window_max_turns
             )
+            summary = await self._runtime.facts.current_summary(
+                tenant_id, request.user_id, request.session_id
+            )
+            if summary is not None:
+                # The summary stands in for the turns it covers; later ones follow as said.
+                window = [turn for turn in window if turn.occurred_at > summary.last_occurred_at]
+                summary_id = summary.id
+                summary_text = self._runtime.prompts["context_summary"].render(
+                    start=summary.first_occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                    end=summary.last_occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                    summary=summary.content,
+                )
         query = request.query or _last_user_text(window)
 
+        pinned = [
+            _pinned_hit(memory)
+            for memory in await self._runtime.facts.pinned(tenant_id, request.user_id)
+            if memory.id != summary_id
+        ]
+        skip = {hit.id for hit in pinned} | {summary_id}
         hits: list[Hit] = []
         if query and query.strip() and self._limits.context_memory_limit > 0:
-            filters = SearchFilters(tenant_id=tenant_id, user_id=request.user_id)
+            filters = SearchFilters(
+                tenant_id=tenant_id,
+                user_id=request.user_id,
+                hide_extracted_turns=self._hides_turns(tenant_id),
+            )
             options = RankingOptions(
                 mode=self._limits.search_default_mode,
                 limit=self._limits.context_memory_limit,
                 rrf_k=self._limits.search_rrf_k,
             )
-            hits = await self._search(filters, query, options, with_embeddings=True)
+            found = await self._search(filters, query, options, with_embeddings=True)
+            hits = [hit for hit in found if hit.id not in skip]
 
-        assembled = self._assembler.assemble(window, hits, budget)
+        assembled = self._assembler.assemble(
+            window, hits, budget, pinned=pinned, summary=summary_text
+        )
         return schemas.ContextResponse(
             messages=[
                 schemas.ChatMessage(role=message.role, content=message.content)
@@ -272,6 +473,7 @@ class MemoryService:
             memories=[_hit_out(hit) for hit in assembled.memories],
             token_count=assembled.token_count,
             token_budget=budget,
+            summary_id=summary_id if assembled.summary_used else None,
         )
 
     def render_memories(self, hits: Sequence[Hit]) -> str:
@@ -330,9 +532,16 @@ class MemoryService:
                 score=ranked.explanation.score,
                 explanation=ranked.explanation,
                 embedding=ranked.candidate.embedding,
+                valid_from=ranked.candidate.valid_from,
+                valid_to=ranked.candidate.valid_to,
+                pinned=ranked.candidate.pinned,
             )
             for ranked in order
         ]
+
+    def _hides_turns(self, tenant_id: str) -> bool:
+        """Whether searches of this tenant leave out turns whose facts were extracted."""
+        return self._runtime.settings.strategy_for(tenant_id) == "extract"
 
     def _page_size(self, limit: int | None) -> int:
         size = limit or self._limits.page_default_items
@@ -360,20 +569,27 @@ class MemoryService:
                     f"content is {size} bytes; the limit is {limits.max_content_bytes} bytes "
                     "(MEMORY_MAX_CONTENT_BYTES), so split the text into several turns",
                 )
-            depth = json_depth(turn.metadata)
-            if depth > limits.max_metadata_depth:
-                raise InvalidInputError(
-                    f"turns.{index}.metadata",
-                    f"metadata is nested {depth} levels deep; the limit is "
-                    f"{limits.max_metadata_depth} (MEMORY_MAX_METADATA_DEPTH), so flatten it",
-                )
-            metadata_size = len(json.dumps(turn.metadata, ensure_ascii=False).encode("utf-8"))
-            if metadata_size > limits.max_metadata_bytes:
-                raise PayloadTooLargeError(
-                    f"turns.{index}.metadata",
-                    f"metadata is {metadata_size} bytes of JSON; the limit is "
-                    f"{limits.max_metadata_bytes} bytes (MEMORY_MAX_METADATA_BYTES)",
-                )
+            self._check_metadata(f"turns.{index}.metadata", turn.metadata)
+
+    def _check_metadata(self, field: str, metadata: dict[str, Any] | None) -> None:
+        """Reject metadata nested or sized past the configured limits."""
+        if metadata is None:
+            return
+        limits = self._limits
+        depth = json_depth(metadata)
+        if depth > limits.max_metadata_depth:
+            raise InvalidInputError(
+                field,
+                f"metadata is nested {depth} levels deep; the limit is "
+                f"{limits.max_metadata_depth} (MEMORY_MAX_METADATA_DEPTH), so flatten it",
+            )
+        metadata_size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+        if metadata_size > limits.max_metadata_bytes:
+            raise PayloadTooLargeError(
+                field,
+                f"metadata is {metadata_size} bytes of JSON; the limit is "
+                f"{limits.max_metadata_bytes} bytes (MEMORY_MAX_METADATA_BYTES)",
+            )
 
 
 def json_depth(value: object) -> int:
@@ -416,6 +632,47 @@ def _turn_out(turn: StoredTurn) -> schemas.TurnOut:
     )
 
 
+def memory_out(memory: StoredMemory) -> schemas.MemoryOut:
+    return schemas.MemoryOut(
+        id=memory.id,
+        user_id=memory.user_id,
+        session_id=memory.session_id,
+        kind=memory.kind,
+        role=memory.role,
+        content=memory.content,
+        turn_id=memory.turn_id,
+        occurred_at=memory.occurred_at,
+        created_at=memory.created_at,
+        metadata=memory.metadata,
+        embedding_model=memory.embedding_model,
+        valid_from=memory.valid_from,
+        valid_to=memory.valid_to,
+        supersedes=memory.supersedes,
+        superseded_by=memory.superseded_by,
+        pinned=memory.pinned,
+        source_turn_ids=memory.source_turn_ids or [],
+        updated_at=memory.updated_at,
+    )
+
+
+def _pinned_hit(memory: StoredMemory) -> Hit:
+    """A pinned memory as a context hit: it has no score, because no search found it."""
+    return Hit(
+        id=memory.id,
+        content=memory.content,
+        role=memory.role,
+        kind=memory.kind,
+        session_id=memory.session_id,
+        turn_id=memory.turn_id,
+        occurred_at=memory.occurred_at,
+        metadata=memory.metadata,
+        score=0.0,
+        valid_from=memory.valid_from,
+        valid_to=memory.valid_to,
+        pinned=True,
+    )
+
+
 def _hit_out(hit: Hit) -> schemas.SearchHit:
     return schemas.SearchHit(
         id=hit.id,
@@ -426,6 +683,9 @@ def _hit_out(hit: Hit) -> schemas.SearchHit:
         turn_id=hit.turn_id,
         occurred_at=hit.occurred_at,
         metadata=hit.metadata,
+        valid_from=hit.valid_from,
+        valid_to=hit.valid_to,
+        pinned=hit.pinned,
         score=hit.score,
         explanation=(
             schemas.ScoreExplanation.model_validate(asdict(hit.explanation))

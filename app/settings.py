@@ -337,6 +337,95 @@ class ToolSettings(BaseSettings):
     )
 
 
+Strategy = Literal["verbatim", "extract", "both"]
+
+
+class LearningSettings(BaseSettings):
+    """Fact extraction and session summaries, run by the worker off the request path."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNING_", extra="ignore")
+
+    strategy: Strategy = Field(
+        "both",
+        description="What long-term memory holds: `verbatim` (the turns, and no model calls), "
+        "`extract` (facts "
+        "distilled from the turns; searches skip turns whose facts were extracted) or `both`. "
+        "Without a model (LEARNING_MODEL or LLM_MODEL) it is always `verbatim`.",
+    )
+    strategy_by_tenant: dict[str, Strategy] = Field(
+        default_factory=dict,
+        description='Strategy per tenant, as a JSON object such as {"acme": "verbatim"}; '
+        "overrides LEARNING_STRATEGY for those tenants.",
+    )
+    model: str | None = Field(
+        None,
+        description="Model for extraction and summaries, on the LLM_* server; "
+        "unset uses LLM_MODEL.",
+    )
+    debounce_s: float = Field(
+        30.0,
+        ge=0,
+        description="Quiet time after a session's last promoted turn before its facts are "
+        "extracted, seconds.",
+    )
+    batch_turns: int = Field(
+        20,
+        ge=1,
+        le=200,
+        description="Turns waiting in one session that start extraction without waiting for "
+        "the quiet time; also the most turns one extraction call reads.",
+    )
+    similar_facts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Existing facts shown to the model when it decides on a new one.",
+    )
+    related_similarity: float = Field(
+        0.35,
+        ge=-1,
+        le=1,
+        description="Existing facts at least this similar to a new one (cosine) go to the model "
+        "for an add, update or ignore decision; with none, the fact is added.",
+    )
+    duplicate_similarity: float = Field(
+        0.95,
+        ge=-1,
+        le=1,
+        description="A new fact at least this similar to a current one (cosine), and with the "
+        "same numbers, is a duplicate and is not stored.",
+    )
+    summaries: bool = Field(True, description="Fold long sessions into rolling summaries.")
+    summary_trigger_tokens: int = Field(
+        2000,
+        ge=100,
+        description="A session whose turns since its last summary exceed this many tokens gets "
+        "a new summary.",
+    )
+    summary_keep_tokens: int = Field(
+        500,
+        ge=0,
+        description="Tokens of the newest turns left out of a summary, so context shows them as "
+        "they were said.",
+    )
+    lease_s: float = Field(
+        300.0,
+        gt=0,
+        description="Time a worker may hold a session it is learning from; after that another "
+        "worker takes it over, seconds.",
+    )
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="Time between checks for sessions that are due, seconds."
+    )
+    max_reply_tokens: int = Field(
+        1000, ge=50, description="Most tokens of one extraction, decision or summary reply."
+    )
+
+    def strategy_for(self, tenant_id: str) -> Strategy:
+        """Return the configured strategy of a tenant (before the no-model rule)."""
+        return self.strategy_by_tenant.get(tenant_id, self.strategy)
+
+
 class Settings(BaseModel):
     """All settings of one process."""
 
@@ -350,6 +439,7 @@ class Settings(BaseModel):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     @field_validator("memory")
     @classmethod
@@ -366,6 +456,17 @@ class Settings(BaseModel):
     def embedded(self) -> bool:
         """Whether this process starts its own Redis and Postgres."""
         return self.redis.url is None or self.database.url is None
+
+    @property
+    def learning_model(self) -> str | None:
+        """The model that extracts facts and writes summaries; None means verbatim only."""
+        return self.learning.model or self.llm.model
+
+    def strategy_for(self, tenant_id: str) -> Strategy:
+        """Return the strategy in effect for a tenant: `verbatim` whenever no model is set."""
+        if self.learning_model is None:
+            return "verbatim"
+        return self.learning.strategy_for(tenant_id)
 
     @property
     def worker_in_process(self) -> bool:

@@ -22,12 +22,16 @@ import anyio.to_thread
 import redis.exceptions
 import sqlalchemy.exc
 
+from app.learning import sessions_of
 from app.logging import get_logger
 from app.metrics import EMBEDDING_BATCH_SECONDS, PROMOTED_TURNS
 from app.retention import purge_periodically
 from app.shortterm import StoredTurn
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from app.learning import Learner, LearningQueue
     from app.longterm import LongTermStore
     from app.retention import RetentionPolicy
     from app.settings import WorkerSettings
@@ -66,6 +70,9 @@ class PromotionWorker:
         settings: WorkerSettings,
         consumer: str | None = None,
         retention: RetentionPolicy | None = None,
+        learning_queue: LearningQueue | None = None,
+        learns: Callable[[str], bool] | None = None,
+        learner: Learner | None = None,
     ) -> None:
         self._stream = stream
         self._store = store
@@ -74,24 +81,31 @@ class PromotionWorker:
         self.consumer = consumer or settings.consumer_name
         self._held: list[StreamEvent] = []
         self._retention = retention
+        self._learning_queue = learning_queue
+        self._learns = learns or (lambda _tenant_id: False)
+        self.learner = learner
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; purge by the retention policy alongside."""
         await self._stream.ensure_group()
         log.info("worker.started", consumer=self.consumer, batch_size=self._settings.batch_size)
-        purge: asyncio.Task[None] | None = None
+        helpers: list[asyncio.Task[None]] = []
         if self._retention is not None:
-            purge = asyncio.create_task(
-                purge_periodically(
-                    self._store, self._retention, self._settings.purge_interval_s, stop
-                ),
-                name="retention",
+            helpers.append(
+                asyncio.create_task(
+                    purge_periodically(
+                        self._store, self._retention, self._settings.purge_interval_s, stop
+                    ),
+                    name="retention",
+                )
             )
+        if self.learner is not None:
+            helpers.append(asyncio.create_task(self.learner.run(stop), name="learning"))
         try:
             await self._consume(stop)
         finally:
-            if purge is not None:
-                await purge
+            for helper in helpers:
+                await helper
 
     async def _consume(self, stop: asyncio.Event) -> None:
         delay = self._settings.retry_initial_s
@@ -194,7 +208,33 @@ class PromotionWorker:
         )
         await self._stream.ack([event.event_id for event in events])
         PROMOTED_TURNS.inc(inserted)
+        await self._schedule_learning(batch)
         return inserted
+
+    async def _schedule_learning(self, turns: list[StoredTurn]) -> None:
+        """Queue the sessions of promoted turns for fact extraction, where the tenant learns.
+
+        A failure here is logged and not raised: the turns are stored and acknowledged,
+        and the session is queued again with its next promoted turn.
+        """
+        if self._learning_queue is None:
+            return
+        scopes = sessions_of(
+            (turn.tenant_id, turn.user_id, turn.session_id)
+            for turn in turns
+            if self._learns(turn.tenant_id)
+        )
+        if not scopes:
+            return
+        try:
+            await self._learning_queue.touch(scopes)
+        except Exception as error:  # noqa: BLE001  (learning is best effort; turns are safe)
+            log.warning(
+                "worker.learning_not_queued",
+                consumer=self.consumer,
+                sessions=len(scopes),
+                error=f"{type(error).__name__}: {error}",
+            )
 
     async def _promote_one_by_one(
         self, events: list[StreamEvent], turns: dict[str, StoredTurn], outcome: BatchOutcome

@@ -34,6 +34,13 @@ PROMPTS = (
     PromptSpec("chat_system", 1, frozenset({"now"})),
     PromptSpec("offline_reply", 1, frozenset({"count", "tokens", "messages"})),
     PromptSpec("offline_message", 1, frozenset({"role", "content"})),
+    PromptSpec("context_summary", 1, frozenset({"start", "end", "summary"})),
+    PromptSpec("extract_facts", 1, frozenset({"today"})),
+    PromptSpec("extract_facts_input", 1, frozenset({"turns"})),
+    PromptSpec("decide_fact", 1, frozenset()),
+    PromptSpec("decide_fact_input", 1, frozenset({"facts"})),
+    PromptSpec("summarize_session", 1, frozenset({"max_words"})),
+    PromptSpec("summarize_session_input", 1, frozenset({"conversation"})),
 )
 
 

@@ -1,8 +1,10 @@
 """Assemble prompt-ready context under a token budget.
 
-The recent window first claims up to a share of the budget (newest turns
-first), long-term memories then fill what is left in rank order, and any
-budget still free goes back to older window turns. Memories that are also
+A session summary, when there is one, is placed first: it stands in for
+the older turns it covers. The recent window then claims up to a share of
+the budget (newest turns first), long-term memories fill what is left
+(pinned ones first, then the rest in rank order), and any budget still
+free goes back to older window turns. Memories that are also
 in the window are left out, so nothing is sent twice, and so are memories
 that repeat one already chosen or are too dissimilar to the query. The
 chosen memories are listed oldest first, each with its date.
@@ -34,6 +36,7 @@ class AssembledContext:
     messages: list[Message]
     memories: list[Hit]
     token_count: int
+    summary_used: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +50,35 @@ class ContextAssembler:
     duplicate_similarity: float = 0.95
 
     def assemble(
-        self, window: Sequence[StoredTurn], hits: Sequence[Hit], budget: int
+        self,
+        window: Sequence[StoredTurn],
+        hits: Sequence[Hit],
+        budget: int,
+        *,
+        pinned: Sequence[Hit] = (),
+        summary: str | None = None,
     ) -> AssembledContext:
+        """Choose the messages; ``pinned`` memories come before every ranked hit."""
         available = budget - REPLY_PRIMER_TOKENS
+        summary_cost = self.counter.message_tokens(summary) if summary else 0
+        if summary_cost > available:
+            summary, summary_cost = None, 0
+        available -= summary_cost
         window_ids = {turn.turn_id for turn in window}
-        candidates = [
+        candidates = [*pinned] + [
             hit
             for hit in hits
             if (hit.turn_id is None or hit.turn_id not in window_ids) and self._relevant(hit)
         ]
 
         turn_costs = [self.counter.message_tokens(turn.content) for turn in window]
-        chosen_turns = _newest_that_fit(turn_costs, int(available * self.window_share))
+        chosen_turns = newest_that_fit(turn_costs, int(available * self.window_share))
         used = sum(turn_costs[-chosen_turns:]) if chosen_turns else 0
 
         memories, system_cost = self._fit_memories(candidates, available - used)
         used += system_cost
 
-        more_turns = _newest_that_fit(turn_costs[: len(window) - chosen_turns], available - used)
+        more_turns = newest_that_fit(turn_costs[: len(window) - chosen_turns], available - used)
         chosen_turns += more_turns
         kept = list(window[len(window) - chosen_turns :]) if chosen_turns else []
         used = system_cost + sum(turn_costs[len(window) - chosen_turns :])
@@ -72,9 +86,17 @@ class ContextAssembler:
         messages: list[Message] = []
         if memories:
             messages.append(Message("system", self.render_memories(_by_time(memories))))
+        if summary:
+            messages.append(Message("system", summary))
+            used += summary_cost
         messages.extend(Message(turn.role, turn.content) for turn in kept)
         token_count = used + REPLY_PRIMER_TOKENS if messages else 0
-        return AssembledContext(messages=messages, memories=memories, token_count=token_count)
+        return AssembledContext(
+            messages=messages,
+            memories=memories,
+            token_count=token_count,
+            summary_used=summary is not None,
+        )
 
     def _relevant(self, hit: Hit) -> bool:
         """Keep a hit that shares words with the query or is similar enough in meaning."""
@@ -113,7 +135,7 @@ class ContextAssembler:
         return chosen, cost
 
 
-def _newest_that_fit(costs: Sequence[int], room: int) -> int:
+def newest_that_fit(costs: Sequence[int], room: int) -> int:
     """Return how many of the newest items fit in ``room`` when taken newest first."""
     total = 0
     count = 0

@@ -51,6 +51,11 @@ class SearchFilters:
     kind: str | None = None
     role: str | None = None
     metadata: dict[str, Any] | None = None
+    as_of: datetime | None = None
+    """Memory as it stood then: what held at that time, superseded since or not."""
+    include_superseded: bool = False
+    hide_extracted_turns: bool = False
+    """Leave out turns whose facts were extracted (the ``extract`` strategy)."""
 
 
 @dataclass(slots=True)
@@ -66,6 +71,9 @@ class Candidate:
     occurred_at: datetime
     metadata: dict[str, Any]
     embedding: list[float] | None = field(default=None, repr=False)
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    pinned: bool = False
     similarity: float | None = None
     vector_rank: int | None = None
     text_score: float | None = None
@@ -87,6 +95,9 @@ class Hit:
     score: float
     explanation: Explanation | None = None
     embedding: list[float] | None = field(default=None, repr=False)
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    pinned: bool = False
 
 
 def parse_version(version: str) -> tuple[int, ...]:
@@ -115,6 +126,16 @@ def _filter_sql(filters: SearchFilters, alias: str) -> tuple[str, dict[str, Any]
     if filters.metadata:
         conditions.append(f"{alias}.metadata @> CAST(:metadata AS jsonb)")
         params["metadata"] = json.dumps(filters.metadata)
+    if filters.as_of is not None:
+        conditions.append(
+            f"coalesce({alias}.valid_from, {alias}.occurred_at) <= :as_of "
+            f"AND ({alias}.valid_to IS NULL OR {alias}.valid_to > :as_of)"
+        )
+        params["as_of"] = filters.as_of
+    elif not filters.include_superseded:
+        conditions.append(f"{alias}.valid_to IS NULL")
+    if filters.hide_extracted_turns:
+        conditions.append(f"({alias}.kind <> 'turn' OR {alias}.extraction IS DISTINCT FROM 'done')")
     return " AND ".join(conditions), params
 
 
@@ -200,7 +221,8 @@ def _statement(mode: Mode, where: str, exact: bool, embeddings: bool) -> str:
     embedding_column = "m.embedding" if embeddings else "NULL::vector AS embedding"
     parts.append(f"""
         SELECT m.id, m.content, m.role, m.kind, m.session_id, m.turn_id, m.occurred_at,
-               m.metadata, {embedding_column}, {vector_columns}, {text_columns},
+               m.metadata, m.valid_from, m.valid_to, m.pinned,
+               {embedding_column}, {vector_columns}, {text_columns},
                (SELECT rows FROM total) AS total_rows, {vector_count} AS vector_rows
         FROM candidates c JOIN memories m ON m.id = c.id{joins}""")
     return "\n".join(parts)
@@ -299,6 +321,9 @@ class MemorySearch:
                 occurred_at=row.occurred_at,
                 metadata=row.metadata,
                 embedding=_as_list(row.embedding),
+                valid_from=row.valid_from,
+                valid_to=row.valid_to,
+                pinned=row.pinned,
                 similarity=None if row.distance is None else 1.0 - float(row.distance),
                 text_score=None if row.text_score is None else float(row.text_score),
             )

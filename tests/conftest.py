@@ -139,7 +139,9 @@ async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await active.redis.flushdb()
     await active.stream.ensure_group()
     async with active.engine.begin() as connection:
-        await connection.execute(text("TRUNCATE memories, deleted_sessions, audit_log"))
+        await connection.execute(
+            text("TRUNCATE memories, memory_history, deleted_sessions, audit_log")
+        )
     yield
 
 

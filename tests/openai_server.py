@@ -4,8 +4,9 @@ It serves ``POST /v1/embeddings`` and ``POST /v1/chat/completions`` the way
 the hosted API does: request and response shapes, streamed chunks as
 Server-Sent Events ending in ``[DONE]``, tool calls, error bodies and status
 codes. Embeddings are deterministic vectors derived from the text. Chat
-replies come from ``replies`` (a queue of scripted ``Reply`` objects) or,
-when it is empty, echo the last user message.
+replies come from ``responder`` (a function of the request body, for
+replies that depend on the prompt), else from ``replies`` (a queue of
+scripted ``Reply`` objects), else echo the last user message.
 
 Tests steer failures through attributes:
 
@@ -29,7 +30,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def fake_vector(text: str, dimension: int) -> list[float]:
@@ -68,6 +72,7 @@ class OpenAICompatibleServer:
         self.break_stream_after: int | None = None
         self.error_in_stream_after: int | None = None
         self.replies: deque[Reply] = deque()
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
         # Bumped by reset(), so a slow request of an earlier test cannot take a later
         # test's scripted failure or reply.
         self.generation = 0
@@ -98,6 +103,7 @@ class OpenAICompatibleServer:
             self.delay_s = 0.0
             self.break_stream_after = self.error_in_stream_after = None
             self.replies.clear()
+            self.responder = None
             self.requests.clear()
             self.chat_requests.clear()
 
@@ -112,6 +118,9 @@ class OpenAICompatibleServer:
             return self.fail_with
 
     def next_reply(self, body: dict[str, Any]) -> Reply:
+        responder = self.responder
+        if responder is not None:
+            return responder(body)
         with self._lock:
             if self.replies:
                 return self.replies.popleft()

@@ -79,6 +79,17 @@ def test_sync_client_covers_the_endpoints(live_server: str, runtime: Runtime) ->
         assert len(memories.to_dataframe()) == 4
         assert set(sessions.to_dataframe()["session_id"]) == {"music", "other"}
 
+        fact = engram.remember(USER, "Plays the cello in an orchestra.", pinned=True)
+        assert engram.remember(USER, "plays the cello in an orchestra").id == fact.id
+        edited = engram.update_memory(fact.id, USER, content="Plays the viola in an orchestra.")
+        assert (edited.content, edited.pinned) == ("Plays the viola in an orchestra.", True)
+        listed = engram.list_memories(USER, kind="fact", pinned=True)
+        assert [item.id for item in listed.memories] == [fact.id]
+        history = engram.memory_history(fact.id, USER)
+        assert [entry["event"] for entry in history] == ["create", "update"]
+        engram.delete_memory(fact.id, USER, purge_history=True)
+        assert [entry["event"] for entry in engram.memory_history(fact.id, USER)] == ["delete"]
+
         engram.delete_memory(memory.id, USER)
         with pytest.raises(NotFoundError):
             engram.get_memory(memory.id, USER)
@@ -202,6 +213,11 @@ async def test_async_client(live_server: str, runtime: Runtime) -> None:
         everything = await engram.sessions(USER)
         exported = await engram.export_user(USER)
         events = [event async for event in engram.chat(USER, "music", "Which quartet?")]
+        fact = await engram.remember(USER, "Rehearses on Tuesdays.", kind="event")
+        repinned = await engram.update_memory(fact.id, USER, pinned=True)
+        facts = await engram.list_memories(USER, kind="event")
+        fact_history = await engram.memory_history(fact.id, USER)
+        await engram.delete_memory(fact.id, USER, purge_history=True)
         await engram.delete_memory(first.id, USER)
         await engram.delete_session("music", USER)
         with pytest.raises(NotFoundError):
@@ -222,6 +238,9 @@ async def test_async_client(live_server: str, runtime: Runtime) -> None:
     assert {entry["action"] for entry in entries} >= {"turns.append", "memory.delete"}
     assert len(page["entries"]) == 2
 
+    assert repinned.pinned is True
+    assert [item.id for item in facts.memories] == [fact.id]
+    assert [entry["event"] for entry in fact_history] == ["create", "update"]
     assert [turn.turn_id for turn in turns] == ["t1", "t2", "t3"]
     assert [session.session_id for session in sessions] == ["music"]
     assert fetched.id == first.id

@@ -136,7 +136,13 @@ async def test_small_budget_keeps_newest_turns(client: httpx.AsyncClient, runtim
 async def test_context_without_session_or_memories(client: httpx.AsyncClient) -> None:
     body = (await client.post("/v1/context", json={"user_id": "nobody", "query": "hello"})).json()
 
-    assert body == {"messages": [], "memories": [], "token_count": 0, "token_budget": 2000}
+    assert body == {
+        "messages": [],
+        "memories": [],
+        "token_count": 0,
+        "token_budget": 2000,
+        "summary_id": None,
+    }
 
 
 def test_memories_in_window_are_not_repeated() -> None:

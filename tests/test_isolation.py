@@ -63,6 +63,26 @@ def requests_by_operation(memory_id: str) -> dict[tuple[str, str], Callable[[], 
         ),
         ("GET", "/v1/memories/{memory_id}"): lambda: (f"/v1/memories/{memory_id}", user, None),
         ("DELETE", "/v1/memories/{memory_id}"): lambda: (f"/v1/memories/{memory_id}", user, None),
+        ("GET", "/v1/memories"): lambda: (
+            "/v1/memories",
+            {**user, "include_superseded": "true"},
+            None,
+        ),
+        ("POST", "/v1/memories"): lambda: (
+            "/v1/memories",
+            None,
+            {"user_id": VICTIM, "content": "planted by another tenant", "supersedes": memory_id},
+        ),
+        ("PATCH", "/v1/memories/{memory_id}"): lambda: (
+            f"/v1/memories/{memory_id}",
+            None,
+            {"user_id": VICTIM, "pinned": True, "metadata": {"planted": True}},
+        ),
+        ("GET", "/v1/memories/{memory_id}/history"): lambda: (
+            f"/v1/memories/{memory_id}/history",
+            user,
+            None,
+        ),
         ("POST", "/v1/context"): lambda: (
             "/v1/context",
             None,

@@ -128,6 +128,12 @@ PROBLEM_RESPONSES = {
 }
 """Problem responses every v1 route can return, for the OpenAPI schema."""
 
+FACT_RESPONSES = {
+    **PROBLEM_RESPONSES,
+    409: _problem_spec("The text repeats another current fact of the user."),
+}
+"""Problem responses of the routes that write a fact's text."""
+
 CHAT_RESPONSES = {
     **PROBLEM_RESPONSES,
     429: _problem_spec("Over Engram's rate limit, or the model server is over its own."),

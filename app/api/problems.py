@@ -17,6 +17,7 @@ from litestar.status_codes import (
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -119,11 +120,14 @@ def validation_problem(error: ValidationException) -> ProblemDetailsException:
 
 def domain_problem(error: EngramError) -> ProblemDetailsException:
     if isinstance(error, InvalidInputError):
-        too_large = error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        slug, title = {
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE: ("too-large", "Payload too large"),
+            HTTP_409_CONFLICT: ("conflict", "Conflict"),
+        }.get(error.status_code, ("invalid-input", "Invalid input"))
         return _problem(
             error.status_code,
-            "too-large" if too_large else "invalid-input",
-            "Payload too large" if too_large else "Invalid input",
+            slug,
+            title,
             error.message,
             errors=[{"field": error.field, "message": error.message}],
         )

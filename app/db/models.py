@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import BigInteger, Column, Computed, DateTime, Text, func
-from sqlalchemy.dialects.postgresql import JSONB, REGCONFIG, TSVECTOR
+from sqlalchemy import BigInteger, Boolean, Column, Computed, DateTime, Text, Uuid, false, func
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, TSVECTOR
 from sqlmodel import Field, SQLModel
 
 
@@ -58,6 +58,51 @@ class Memory(SQLModel, table=True):
                 persisted=True,
             ),
         ),
+    )
+    # When a fact holds from and until; a fact with a ``valid_to`` was superseded.
+    valid_from: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    valid_to: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    supersedes: UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    superseded_by: UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    pinned: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    source_turn_ids: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(Text), nullable=False, server_default="{}"),
+    )
+    # Fact extraction of a turn: NULL while pending, then ``done`` or ``skipped``.
+    extraction: str | None = Field(default=None, sa_type=Text)
+    updated_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class MemoryHistory(SQLModel, table=True):
+    """One change to one memory: its old and new text, what changed and why."""
+
+    __tablename__ = "memory_history"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    memory_id: UUID = Field(sa_column=Column(Uuid, nullable=False))
+    tenant_id: str = Field(sa_type=Text, nullable=False)
+    user_id: str = Field(sa_type=Text, nullable=False)
+    session_id: str | None = Field(default=None, sa_type=Text)
+    event: str = Field(sa_type=Text, nullable=False)
+    cause: str = Field(sa_type=Text, nullable=False)
+    actor: str | None = Field(default=None, sa_type=Text)
+    run_id: str | None = Field(default=None, sa_type=Text)
+    old_content: str | None = Field(default=None, sa_type=Text)
+    new_content: str | None = Field(default=None, sa_type=Text)
+    changes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
+    occurred_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
 
 

@@ -185,7 +185,15 @@ async function loadHistory() {
     const item = addMessage(turn.role, turn.content);
     const used = turn.metadata?.memories;
     if (turn.role === "assistant" && Array.isArray(used)) {
-      attachMemories(item, used.map((memory) => ({ id: memory.id, score: memory.score })));
+      attachMemories(
+        item,
+        used.map((memory) => ({
+          id: memory.id,
+          score: memory.score,
+          kind: memory.kind,
+          pinned: memory.pinned,
+        })),
+      );
       last = item;
     }
   }
@@ -294,7 +302,9 @@ function memoryItem(memory) {
   item.dataset.memoryId = memory.id;
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = `score ${Number(memory.score).toFixed(3)}`;
+  // Pinned memories are in every context, so no search gave them a score.
+  const label = memory.pinned ? "pinned" : `score ${Number(memory.score).toFixed(3)}`;
+  score.textContent = memory.kind && memory.kind !== "turn" ? `${memory.kind} · ${label}` : label;
   const content = document.createElement("p");
   content.className = "content";
   content.textContent = memory.content ?? "Loading…";

@@ -157,7 +157,37 @@ def _chat_body(user_id: str, session_id: str, message: str) -> dict[str, str]:
 
 
 def _memories(data: dict[str, Any]) -> MemoryList:
-    return MemoryList([Memory.from_json(item) for item in data["memories"]])
+    return MemoryList(
+        [Memory.from_json(item) for item in data["memories"]], data.get("next_cursor")
+    )
+
+
+def _list_memories(user_id: str, filters: dict[str, Any]) -> _Call[MemoryList]:
+    params = _clean({"user_id": user_id, **filters})
+    for name, value in params.items():
+        if isinstance(value, bool):
+            params[name] = "true" if value else "false"
+    return _Call("GET", "/v1/memories", _memories, params)
+
+
+def _remember(user_id: str, content: str, options: dict[str, Any]) -> _Call[Memory]:
+    body = _clean({"user_id": user_id, "content": content, **options})
+    return _Call("POST", "/v1/memories", Memory.from_json, body=body)
+
+
+def _update_memory(memory_id: str, user_id: str, changes: dict[str, Any]) -> _Call[Memory]:
+    body = _clean({"user_id": user_id, **changes})
+    return _Call("PATCH", f"/v1/memories/{memory_id}", Memory.from_json, body=body)
+
+
+def _memory_history(memory_id: str, user_id: str) -> _Call[list[dict[str, Any]]]:
+    path = f"/v1/memories/{memory_id}/history"
+    return _Call("GET", path, lambda data: list(data["entries"]), {"user_id": user_id})
+
+
+def _delete_memory(memory_id: str, user_id: str, purge_history: bool) -> _Call[None]:
+    params = {"user_id": user_id, **({"purge_history": "true"} if purge_history else {})}
+    return _Call("DELETE", f"/v1/memories/{memory_id}", _none, params)
 
 
 def _retry_after(response: httpx.Response | None, attempt: int) -> float:
@@ -298,8 +328,27 @@ class EngramClient:
         path = f"/v1/memories/{memory_id}"
         return self._send(_Call("GET", path, Memory.from_json, {"user_id": user_id}))
 
-    def delete_memory(self, memory_id: str, user_id: str) -> None:
-        self._send(_Call("DELETE", f"/v1/memories/{memory_id}", _none, {"user_id": user_id}))
+    def delete_memory(self, memory_id: str, user_id: str, *, purge_history: bool = False) -> None:
+        """Delete a memory; ``purge_history`` also removes the copies of its text in history."""
+        self._send(_delete_memory(memory_id, user_id, purge_history))
+
+    def list_memories(self, user_id: str, **filters: Any) -> MemoryList:
+        """Return one page, newest first; filters are kind, include_superseded, pinned,
+        limit and cursor."""
+        return self._send(_list_memories(user_id, filters))
+
+    def remember(self, user_id: str, content: str, **options: Any) -> Memory:
+        """Store a fact; options are kind, session_id, valid_from, pinned, metadata and
+        supersedes. A repeat of a current fact returns that fact."""
+        return self._send(_remember(user_id, content, options))
+
+    def update_memory(self, memory_id: str, user_id: str, **changes: Any) -> Memory:
+        """Change a fact's content, or any memory's pinned flag or metadata."""
+        return self._send(_update_memory(memory_id, user_id, changes))
+
+    def memory_history(self, memory_id: str, user_id: str) -> list[dict[str, Any]]:
+        """Return the recorded changes of a memory, oldest first."""
+        return self._send(_memory_history(memory_id, user_id))
 
     def memories(self, user_id: str) -> MemoryList:
         """Return every long-term memory of the user, oldest first (from the export)."""
@@ -471,9 +520,22 @@ class AsyncEngramClient:
         path = f"/v1/memories/{memory_id}"
         return await self._send(_Call("GET", path, Memory.from_json, {"user_id": user_id}))
 
-    async def delete_memory(self, memory_id: str, user_id: str) -> None:
-        path = f"/v1/memories/{memory_id}"
-        await self._send(_Call("DELETE", path, _none, {"user_id": user_id}))
+    async def delete_memory(
+        self, memory_id: str, user_id: str, *, purge_history: bool = False
+    ) -> None:
+        await self._send(_delete_memory(memory_id, user_id, purge_history))
+
+    async def list_memories(self, user_id: str, **filters: Any) -> MemoryList:
+        return await self._send(_list_memories(user_id, filters))
+
+    async def remember(self, user_id: str, content: str, **options: Any) -> Memory:
+        return await self._send(_remember(user_id, content, options))
+
+    async def update_memory(self, memory_id: str, user_id: str, **changes: Any) -> Memory:
+        return await self._send(_update_memory(memory_id, user_id, changes))
+
+    async def memory_history(self, memory_id: str, user_id: str) -> list[dict[str, Any]]:
+        return await self._send(_memory_history(memory_id, user_id))
 
     async def memories(self, user_id: str) -> MemoryList:
         return await self._send(_Call("GET", f"/v1/users/{user_id}/export", _memories))

@@ -147,6 +147,12 @@ class Memory:
     created_at: datetime | None
     metadata: dict[str, Any]
     embedding_model: str
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    supersedes: str | None = None
+    superseded_by: str | None = None
+    pinned: bool = False
+    source_turn_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Memory:
@@ -162,14 +168,21 @@ class Memory:
             created_at=_time(data.get("created_at")),
             metadata=data.get("metadata") or {},
             embedding_model=data["embedding_model"],
+            valid_from=_time(data.get("valid_from")),
+            valid_to=_time(data.get("valid_to")),
+            supersedes=data.get("supersedes"),
+            superseded_by=data.get("superseded_by"),
+            pinned=bool(data.get("pinned", False)),
+            source_turn_ids=list(data.get("source_turn_ids") or []),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryList:
-    """A user's long-term memories, oldest first."""
+    """A user's long-term memories: oldest first from an export, newest first from a listing."""
 
     memories: list[Memory]
+    next_cursor: str | None = None
 
     def to_dataframe(self) -> pd.DataFrame:
         return _frame(self.memories)
