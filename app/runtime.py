@@ -207,11 +207,19 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
 async def _prepare_schema(
     engine: AsyncEngine, settings: Settings, embedder: Embedder, long_term: LongTermStore
 ) -> None:
-    if settings.database.auto_migrate:
-        await migrate.upgrade(engine, settings.database, embedder.dimension)
     current = await migrate.current_revision(engine)
+    if settings.database.auto_migrate and not migrate.is_newer(current):
+        await migrate.upgrade(engine, settings.database, embedder.dimension)
+        current = await migrate.current_revision(engine)
     head = migrate.head_revision()
-    if current != head:
+    if migrate.is_newer(current):
+        log.warning(
+            "runtime.schema_newer",
+            schema_revision=current,
+            code_revision=head,
+            detail="a newer release migrated the database; this release keeps working on it",
+        )
+    elif current != head:
         raise ConfigurationError(
             f"the database schema is at revision {current}, the code needs {head}; "
             "run `engram migrate` or set DATABASE_AUTO_MIGRATE=true"

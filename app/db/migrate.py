@@ -23,7 +23,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_ID = 0x656E6772616D
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -32,7 +32,22 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def is_newer(revision: str | None) -> bool:
+    """Whether ``revision`` comes from a newer release: it is set but unknown to this code.
+
+    Migrations only add to the schema (expand), and removals wait for a
+    later release (contract), so this release runs correctly on a newer
+    schema. That lets old and new processes overlap during a rolling deploy.
+    """
+    if revision is None:
+        return False
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    return revision not in known
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -48,7 +63,7 @@ async def upgrade(engine: AsyncEngine, settings: DatabaseSettings, dimension: in
 
     def run(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-        config = _config(connection)
+        config = alembic_config(connection)
         config.attributes["embedding_dimension"] = dimension
         config.attributes["hnsw_m"] = settings.hnsw_m
         config.attributes["hnsw_ef_construction"] = settings.hnsw_ef_construction
