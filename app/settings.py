@@ -337,6 +337,42 @@ class ToolSettings(BaseSettings):
     )
 
 
+# Observability: optional tracing and error reporting. Each is off until its
+# endpoint is configured, and each needs its package extra (`otel`, `sentry`).
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry tracing of HTTP requests, exported over OTLP/HTTP."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="Base URL of an OTLP/HTTP collector, such as http://otel-collector:4318; "
+        "spans go to its /v1/traces. Setting it turns tracing on (needs the `otel` extra).",
+    )
+    service_name: str = Field("engram", description="`service.name` of every span.")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are traced."""
+        return self.exporter_otlp_endpoint is not None
+
+
+class SentrySettings(BaseSettings):
+    """Error reporting to Sentry."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTRY_", extra="ignore")
+
+    dsn: SecretStr | None = Field(
+        None,
+        description="Sentry DSN; setting it turns error reporting on (needs the `sentry` extra).",
+    )
+    environment: str | None = Field(
+        None, description="Environment name sent with every error, such as `production`."
+    )
+
+
 class Settings(BaseModel):
     """All settings of one process."""
 
@@ -350,6 +386,8 @@ class Settings(BaseModel):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    sentry: SentrySettings = Field(default_factory=SentrySettings)
 
     @field_validator("memory")
     @classmethod
