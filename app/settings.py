@@ -344,7 +344,8 @@ class ToolSettings(BaseSettings):
 class TracingSettings(BaseSettings):
     """OpenTelemetry tracing of HTTP requests, exported over OTLP/HTTP."""
 
-    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+    # Compose files pass unset variables on as empty strings, which mean "off" here.
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore", env_ignore_empty=True)
 
     exporter_otlp_endpoint: str | None = Field(
         None,
@@ -362,7 +363,7 @@ class TracingSettings(BaseSettings):
 class SentrySettings(BaseSettings):
     """Error reporting to Sentry."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTRY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SENTRY_", extra="ignore", env_ignore_empty=True)
 
     dsn: SecretStr | None = Field(
         None,
