@@ -10,21 +10,29 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import pytest
+import sentry_sdk
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pydantic import SecretStr
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
 
 from app.api.middleware import RequestContext
 from app.errors import ConfigurationError
 from app.main import attach_runtime, create_app
-from app.observability import build_tracer_provider, log_processors, scrub_event
+from app.observability import (
+    build_tracer_provider,
+    log_processors,
+    report_logged_errors,
+    scrub_event,
+)
 from app.settings import SentrySettings, Settings, TracingSettings
 from tests.conftest import service_token
 
@@ -199,6 +207,44 @@ def test_scrub_removes_request_body() -> None:
 
     assert scrubbed is event
     assert scrubbed["request"] == {"url": "http://testserver/v1/chat"}
+
+
+class KeepingTransport(Transport):
+    """Keep Sentry events in a list instead of sending them."""
+
+    events: ClassVar[list[dict[str, Any]]] = []
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        for item in envelope.items:
+            event = item.get_event()
+            if event is not None:
+                self.events.append(dict(event))
+
+
+def fail_batch() -> None:
+    raise RuntimeError("batch failed")
+
+
+def test_logged_errors_reach_sentry() -> None:
+    KeepingTransport.events.clear()
+    # No integrations, so that Litestar is not patched for the other tests.
+    sentry_sdk.init(dsn=DSN, transport=KeepingTransport, default_integrations=False)
+    try:
+        report_logged_errors(None, "error", {"event": "worker.dead_lettered", "entry_id": "1-0"})
+        try:
+            fail_batch()
+        except RuntimeError:
+            report_logged_errors(None, "exception", {"event": "worker.failed", "exc_info": True})
+        report_logged_errors(None, "warning", {"event": "worker.retrying", "level": "warning"})
+        sentry_sdk.flush()
+    finally:
+        sentry_sdk.get_client().close()
+
+    events = KeepingTransport.events
+    assert len(events) == 2
+    assert events[0]["message"] == "worker.dead_lettered"
+    assert events[0]["contexts"]["log"]["entry_id"] == "1-0"
+    assert events[1]["exception"]["values"][-1]["type"] == "RuntimeError"
 
 
 def test_sentry_reports_errors_without_bodies() -> None:
