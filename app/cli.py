@@ -70,11 +70,13 @@ def serve(host: str | None, port: int | None) -> None:
 def worker() -> None:
     """Run a promotion worker as its own process (external mode)."""
     from app.logging import configure_logging  # noqa: PLC0415
+    from app.observability import log_processors, start_error_reporting  # noqa: PLC0415
     from app.runtime import open_runtime  # noqa: PLC0415
     from app.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings()
-    configure_logging(settings.server)
+    configure_logging(settings.server, log_processors(settings))
+    start_error_reporting(settings.sentry)
     if settings.redis.url is None or settings.database.url is None:
         raise click.UsageError(
             "engram worker needs REDIS_URL and DATABASE_URL; in embedded mode "

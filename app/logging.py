@@ -18,6 +18,8 @@ import structlog
 from litestar.logging.config import StructLoggingConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from structlog.typing import Processor
 
     from app.settings import ServerSettings
@@ -43,12 +45,13 @@ def _wants_json(settings: ServerSettings) -> bool:
     return settings.log_format == "json"
 
 
-def _shared_processors() -> list[Processor]:
+def _shared_processors(extra: Sequence[Processor] = ()) -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        *extra,
     ]
 
 
@@ -68,9 +71,9 @@ def _renderer(as_json: bool) -> list[Processor]:
     ]
 
 
-def _route_standard_logging(level: int, as_json: bool) -> None:
+def _route_standard_logging(level: int, as_json: bool, extra: Sequence[Processor]) -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[*_shared_processors(extra), structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *_renderer(as_json),
@@ -85,18 +88,24 @@ def _route_standard_logging(level: int, as_json: bool) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
-def configure_logging(settings: ServerSettings) -> StructLoggingConfig:
-    """Configure structlog and the standard library, and return Litestar's logging config."""
+def configure_logging(
+    settings: ServerSettings, extra_processors: Sequence[Processor] = ()
+) -> StructLoggingConfig:
+    """Configure structlog and the standard library, and return Litestar's logging config.
+
+    ``extra_processors`` run on every record before it is rendered, such as
+    the trace ids and error reports of ``app.observability``.
+    """
     as_json = _wants_json(settings)
     level = logging.getLevelNamesMapping()[settings.log_level]
-    processors = [*_shared_processors(), *_renderer(as_json)]
+    processors = [*_shared_processors(extra_processors), *_renderer(as_json)]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    _route_standard_logging(level, as_json)
+    _route_standard_logging(level, as_json, extra_processors)
 
     return StructLoggingConfig(
         processors=processors,

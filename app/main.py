@@ -39,6 +39,12 @@ from app.chat import ChatService
 from app.llm import LLMGateway
 from app.logging import configure_logging, get_logger
 from app.mcp_server import build_http_app
+from app.observability import (
+    log_processors,
+    name_span_after_route,
+    start_error_reporting,
+    wrap_in_tracing,
+)
 from app.privacy import UserDataService
 from app.runtime import Runtime, open_runtime
 from app.service import MemoryService
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from litestar.types import Receive, Scope, Send
+    from opentelemetry.sdk.trace import TracerProvider
 
     from embeddings import Embedder
 
@@ -60,13 +67,16 @@ def create_app(
     settings: Settings | None = None,
     runtime: Runtime | None = None,
     embedder: Embedder | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Litestar:
     """Build the app; it opens its own runtime at start-up unless one is passed in.
 
     ``embedder`` lets several apps in one process share a loaded model.
+    ``tracer_provider`` replaces the OTLP exporter when tracing is on.
     """
     settings = settings or (runtime.settings if runtime else load_settings())
-    logging_config = configure_logging(settings.server)
+    logging_config = configure_logging(settings.server, log_processors(settings))
+    start_error_reporting(settings.sentry)
     jwt_auth = build_jwt_auth(settings.auth)
 
     # MCP over streamable HTTP; its handlers read the state attach_runtime fills in.
@@ -109,6 +119,7 @@ def create_app(
             "chat": Provide(provide_chat, sync_to_thread=False),
         },
         lifespan=[lifespan],
+        before_request=name_span_after_route if settings.tracing.enabled else None,
         state=State({"settings": settings}),
         middleware=[prometheus_config().middleware, *rate_limit_middleware(settings.server)],
         before_send=[add_security_headers],
@@ -142,6 +153,8 @@ def create_app(
     )
     # Outside routing, so that requests no handler serves are logged with an id too.
     app.asgi_handler = RequestContext(app.asgi_handler)
+    if settings.tracing.enabled:
+        app.asgi_handler = wrap_in_tracing(app.asgi_handler, settings.tracing, tracer_provider)
     return app
 
 

@@ -426,6 +426,43 @@ class LearningSettings(BaseSettings):
         return self.strategy_by_tenant.get(tenant_id, self.strategy)
 
 
+# Observability: optional tracing and error reporting. Each is off until its
+# endpoint is configured, and each needs its package extra (`otel`, `sentry`).
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry tracing of HTTP requests, exported over OTLP/HTTP."""
+
+    # Compose files pass unset variables on as empty strings, which mean "off" here.
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore", env_ignore_empty=True)
+
+    exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="Base URL of an OTLP/HTTP collector, such as http://otel-collector:4318; "
+        "spans go to its /v1/traces. Setting it turns tracing on (needs the `otel` extra).",
+    )
+    service_name: str = Field("engram", description="`service.name` of every span.")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are traced."""
+        return self.exporter_otlp_endpoint is not None
+
+
+class SentrySettings(BaseSettings):
+    """Error reporting to Sentry."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTRY_", extra="ignore", env_ignore_empty=True)
+
+    dsn: SecretStr | None = Field(
+        None,
+        description="Sentry DSN; setting it turns error reporting on (needs the `sentry` extra).",
+    )
+    environment: str | None = Field(
+        None, description="Environment name sent with every error, such as `production`."
+    )
+
+
 class Settings(BaseModel):
     """All settings of one process."""
 
@@ -440,6 +477,8 @@ class Settings(BaseModel):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     learning: LearningSettings = Field(default_factory=LearningSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    sentry: SentrySettings = Field(default_factory=SentrySettings)
 
     @field_validator("memory")
     @classmethod
