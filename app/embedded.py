@@ -74,7 +74,11 @@ def _terminate_if_running(pid: int | None, timeout_s: float = 10.0) -> None:
     if not pid or not psutil.pid_exists(pid):
         return
     process = psutil.Process(pid)
-    log.warning("embedded.redis_still_running", pid=pid)
+    log.warning(
+        "embedded.redis_still_running",
+        pid=pid,
+        action="sending SIGTERM; Redis writes its append-only file, then exits",
+    )
     process.terminate()
     try:
         process.wait(timeout=timeout_s)

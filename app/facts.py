@@ -22,6 +22,7 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from app import history
+from app.errors import ConflictError
 from app.history import Change
 from app.longterm import _MEMORY_TABLE, MEMORY_COLUMNS, StoredMemory, content_hash, lock_user
 
@@ -341,7 +342,12 @@ class FactStore:
             values: dict[str, Any] = {}
             details: dict[str, Any] = {}
             if content is not None and content != current["content"]:
-                values.update(content=content, content_hash=_normalised_hash(content))
+                digest = _normalised_hash(content)
+                if current["kind"] in FACT_KINDS:
+                    await _check_no_current_repeat(
+                        connection, tenant_id, user_id, memory_id, digest
+                    )
+                values.update(content=content, content_hash=digest)
                 values["embedding"] = vector
             if pinned is not None and pinned != current["pinned"]:
                 values["pinned"] = pinned
@@ -647,6 +653,28 @@ def _creation_details(fact: NewFact, superseded: uuid.UUID | None) -> dict[str, 
     if fact.pinned:
         details["pinned"] = True
     return details
+
+
+async def _check_no_current_repeat(
+    connection: AsyncConnection, tenant_id: str, user_id: str, memory_id: uuid.UUID, digest: str
+) -> None:
+    """Raise ConflictError when another current fact of the user, of any kind, has this text."""
+    other = await connection.scalar(
+        select(_MEMORY_TABLE.c.id).where(
+            _MEMORY_TABLE.c.tenant_id == tenant_id,
+            _MEMORY_TABLE.c.user_id == user_id,
+            _MEMORY_TABLE.c.kind.in_(FACT_KINDS),
+            _MEMORY_TABLE.c.valid_to.is_(None),
+            _MEMORY_TABLE.c.content_hash == digest,
+            _MEMORY_TABLE.c.id != memory_id,
+        )
+    )
+    if other is not None:
+        raise ConflictError(
+            "content",
+            f"the user's current memory {other} already says this; delete one of the two "
+            "instead of making them equal",
+        )
 
 
 async def _sources_exist(

@@ -85,6 +85,19 @@ async def record(connection: AsyncConnection, changes: Sequence[Change]) -> None
         await connection.execute(insert(HISTORY_TABLE), [change.row() for change in changes])
 
 
+async def read_user(engine: AsyncEngine, tenant_id: str, user_id: str) -> list[HistoryEntry]:
+    """Return every recorded change of the user's memories, oldest first."""
+    columns = [HISTORY_TABLE.c[name] for name in HistoryEntry.__dataclass_fields__]
+    statement = (
+        select(*columns)
+        .where(HISTORY_TABLE.c.tenant_id == tenant_id, HISTORY_TABLE.c.user_id == user_id)
+        .order_by(HISTORY_TABLE.c.id)
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(statement)).mappings().all()
+    return [HistoryEntry(**row) for row in rows]
+
+
 async def read(
     engine: AsyncEngine, tenant_id: str, user_id: str, memory_id: UUID
 ) -> list[HistoryEntry]:

@@ -194,6 +194,8 @@ class ExtractedFact:
 @dataclass(frozen=True, slots=True)
 class Decision:
     action: str
+    """``add``, ``update`` (supersede ``target``), ``none`` (the model chose no change),
+    or ``duplicate`` (a current fact repeats it, found without the model)."""
     target: uuid.UUID | None = None
 
 
@@ -210,6 +212,7 @@ class SessionOutcome:
     skipped: int = 0
     summary_id: uuid.UUID | None = None
     fact_ids: list[uuid.UUID] = field(default_factory=list)
+    run_id: str | None = None
 
 
 def _strip_fences(reply: str) -> str:
@@ -269,12 +272,16 @@ def parse_facts(reply: str, turns: dict[str, PendingTurn]) -> list[ExtractedFact
         if unknown:
             raise ModelOutputError(f"{where}.sources has ids not in the input: {unknown}")
         latest = max(turns[source].occurred_at for source in sources)
+        valid_from = _date(item.get("valid_from"), latest)
+        if kind != "event":
+            # Only an event may lie ahead; a fact said today holds from today at the latest.
+            valid_from = min(valid_from, latest)
         facts.append(
             ExtractedFact(
                 kind=kind,
                 content=content.strip(),
                 source_turn_ids=[turns[source].turn_id for source in dict.fromkeys(sources)],
-                valid_from=_date(item.get("valid_from"), latest),
+                valid_from=valid_from,
             )
         )
     return facts
@@ -389,6 +396,8 @@ class Learner:
         log.info(
             "learning.session_done",
             consumer=self.consumer,
+            run_id=outcome.run_id,
+            fact_ids=[str(fact_id) for fact_id in outcome.fact_ids],
             turns_read=outcome.turns_read,
             turns_skipped=outcome.turns_skipped,
             facts_added=outcome.added,
@@ -410,6 +419,7 @@ class Learner:
         if self._settings.strategy_for(tenant_id) == "verbatim":
             return outcome
         run_id = uuid.uuid4().hex
+        outcome.run_id = run_id
         async with _user_learning_lock(self._engine, tenant_id, user_id):
             for _ in range(MAX_ROUNDS):
                 turns = await self._facts.pending_turns(
@@ -463,6 +473,10 @@ class Learner:
             new_facts: list[NewFact] = []
             for fact, vector in zip(extracted, vectors, strict=True):
                 decision = await self._decide(tenant_id, user_id, fact, vector, run_id)
+                if decision.action == "duplicate":
+                    outcome.duplicates += 1
+                    LEARNED_FACTS.labels(result="duplicate").inc()
+                    continue
                 if decision.action == "none":
                     outcome.ignored += 1
                     LEARNED_FACTS.labels(result="ignored").inc()
@@ -521,7 +535,7 @@ class Learner:
             return Decision("add")
         threshold = self._learning.duplicate_similarity
         if any(is_near_duplicate(item, fact.content, threshold) for item in related):
-            return Decision("none")
+            return Decision("duplicate")
         candidates = {f"m{index}": item for index, item in enumerate(related, start=1)}
         messages = decision_messages(self._prompts, fact, candidates)
         try:

@@ -218,6 +218,9 @@ class LongTermStore:
         )
         async with self._engine.begin() as connection:
             row = (await connection.execute(statement)).one_or_none()
+            if row is None and purge_history:
+                # Deleted earlier with its history kept: remove that history now.
+                return await _purge_history(connection, tenant_id, user_id, memory_id)
             if row is None:
                 return False
             if purge_history:
@@ -394,6 +397,20 @@ def _insert_with_history(rows: list[dict[str, Any]]) -> Any:
         .returning(HISTORY_TABLE.c.memory_id)
         .add_cte(inserted)
     )
+
+
+async def _purge_history(
+    connection: AsyncConnection, tenant_id: str, user_id: str, memory_id: uuid.UUID
+) -> bool:
+    """Delete the history of a memory that no longer exists; return whether it had any."""
+    result = await connection.execute(
+        delete(HISTORY_TABLE).where(
+            HISTORY_TABLE.c.tenant_id == tenant_id,
+            HISTORY_TABLE.c.user_id == user_id,
+            HISTORY_TABLE.c.memory_id == memory_id,
+        )
+    )
+    return bool(result.rowcount)
 
 
 async def _delete_with_history(connection: AsyncConnection, statement: Any) -> int:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from app import history
 from app.audit import AuditQuery, AuditRecord
 from app.logging import get_logger
 
@@ -32,7 +33,7 @@ class UserDataService:
         self._runtime = runtime
 
     async def export(self, tenant_id: str, user_id: str) -> dict[str, Any]:
-        """Return the user's session windows, long-term memories and audit entries."""
+        """Return the user's session windows, long-term memories, their history and audit."""
         short_term = self._runtime.short_term
         sessions = []
         for window in await short_term.sessions(tenant_id, user_id):
@@ -59,6 +60,7 @@ class UserDataService:
                 }
             )
         memories = await self._runtime.long_term.all_memories(tenant_id, user_id)
+        changes = await history.read_user(self._runtime.engine, tenant_id, user_id)
         audit = await self._runtime.audit.find(
             AuditQuery(tenant_id=tenant_id, user_id=user_id, limit=EXPORT_AUDIT_LIMIT)
         )
@@ -68,6 +70,8 @@ class UserDataService:
             "exported_at": datetime.now(UTC),
             "sessions": sessions,
             "memories": [{**asdict(memory), "tenant_id": tenant_id} for memory in memories],
+            # Includes the kept text of memories deleted without purge_history.
+            "history": [asdict(change) for change in changes],
             "audit": [asdict(entry) for entry in audit],
         }
 

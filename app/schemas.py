@@ -256,6 +256,7 @@ class HistoryEntryOut(BaseModel):
     """One recorded change to a memory."""
 
     id: int
+    memory_id: UUID
     event: Literal["create", "update", "supersede", "delete"]
     cause: str = Field(
         description="`promotion`, `extraction`, `summary`, `user` (the user's own token) or "
@@ -483,6 +484,11 @@ class UserExport(BaseModel):
     exported_at: datetime
     sessions: list[ExportedSession] = Field(description="Session windows still in Redis.")
     memories: list[MemoryOut] = Field(description="Every long-term memory, oldest first.")
+    history: list[HistoryEntryOut] = Field(
+        default_factory=list,
+        description="Every recorded change of the user's memories, oldest first, including "
+        "the text of memories deleted without purge_history.",
+    )
     audit: list[AuditEntryOut] = Field(description="Audit entries about the user, newest first.")
 
 

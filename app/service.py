@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 log = get_logger("service")
+
+# Clock difference allowed between a client and the service for "not in the future".
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class MemoryService:
@@ -256,6 +259,17 @@ class MemoryService:
         """
         facts = self._runtime.facts
         self._check_metadata("metadata", request.metadata)
+        now = datetime.now(UTC)
+        if (
+            request.kind != "event"
+            and request.valid_from is not None
+            and request.valid_from > now + FUTURE_SKEW
+        ):
+            raise InvalidInputError(
+                "valid_from",
+                f"valid_from is in the future; a {request.kind} holds from now at the latest, "
+                "so leave it out or record a planned happening as kind event",
+            )
         if request.supersedes is not None:
             target = await self._runtime.long_term.get(
                 tenant_id, request.user_id, request.supersedes
@@ -273,7 +287,7 @@ class MemoryService:
             kind=request.kind,
             content=request.content.strip(),
             vector=vector,
-            valid_from=request.valid_from or datetime.now(UTC),
+            valid_from=request.valid_from or now,
             session_id=request.session_id,
             supersedes=request.supersedes,
             metadata=request.metadata,
@@ -328,7 +342,8 @@ class MemoryService:
             if current.valid_to is not None:
                 raise InvalidInputError(
                     "content",
-                    f"this memory was superseded by {current.superseded_by}; edit that one",
+                    "this memory was superseded, so it is history; edit the current fact "
+                    "(GET /v1/memories lists the current ones)",
                 )
             vector = (
                 await anyio.to_thread.run_sync(self._runtime.embedder.embed, [request.content])
@@ -482,7 +497,7 @@ class MemoryService:
         lines = [
             line.render(
                 date=hit.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                role=hit.role or hit.kind,
+                role=(hit.role or hit.kind) + (" (pinned)" if hit.pinned else ""),
                 content=hit.content,
             )
             for hit in hits

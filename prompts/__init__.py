@@ -29,7 +29,7 @@ class PromptSpec:
 
 # The template version each prompt uses, and the placeholders its code fills in.
 PROMPTS = (
-    PromptSpec("context_memories", 1, frozenset({"memories"})),
+    PromptSpec("context_memories", 2, frozenset({"memories"})),
     PromptSpec("context_memory_line", 1, frozenset({"date", "role", "content"})),
     PromptSpec("chat_system", 1, frozenset({"now"})),
     PromptSpec("offline_reply", 1, frozenset({"count", "tokens", "messages"})),

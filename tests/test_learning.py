@@ -205,12 +205,16 @@ async def test_a_repeated_fact_is_not_stored_twice(
     await post_turns(api, "s1", "noa", [turn("I am allergic to peanuts.", turn_id="x1")])
     await learn_all(learning, learner)
     await post_turns(api, "s2", "noa", [turn("Remember, I am allergic to peanuts!", turn_id="y1")])
-    await learn_all(learning, learner)
+    with structlog.testing.capture_logs() as logs:
+        await learn_all(learning, learner)
 
     facts = await facts_of(learning, "noa", current_only=False)
     assert [row.content for row in facts] == ["Is allergic to peanuts."]
-    # Identical text is caught before any decision call.
+    # Identical text is caught before any decision call, and counted as a duplicate.
     assert "decide" not in model.calls
+    (done,) = [entry for entry in logs if entry["event"] == "learning.session_done"]
+    assert (done["duplicates"], done["ignored"], done["fact_ids"]) == (1, 0, [])
+    assert done["run_id"]
 
 
 async def test_two_workers_racing_on_one_user_store_one_fact(
@@ -561,6 +565,12 @@ def test_parse_facts_rejects_what_the_prompt_forbids() -> None:
     assert ok[0].source_turn_ids == ["x"]
     assert ok[0].valid_from == datetime(2025, 10, 12, tzinfo=UTC)
     assert parse_facts('{"facts": []}', turns) == []
+    # Only an event may start after the turn that mentions it.
+    future = (
+        '{"facts": [{"kind": "%s", "content": "x", "sources": ["t1"], "valid_from": "2030-01-01"}]}'
+    )
+    assert parse_facts(future % "fact", turns)[0].valid_from == now
+    assert parse_facts(future % "event", turns)[0].valid_from == datetime(2030, 1, 1, tzinfo=UTC)
     defaulted = parse_facts('{"facts": [{"content": "Has a cat.", "sources": ["t1"]}]}', turns)
     assert defaulted[0].valid_from == now
 

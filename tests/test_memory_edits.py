@@ -134,7 +134,7 @@ async def test_turns_cannot_be_edited_but_can_be_pinned(
     ).json()
     assert [hit["content"] for hit in context["memories"]] == ["My locker code is 4471."]
     assert context["memories"][0]["pinned"] is True
-    assert "4471" in context["messages"][0]["content"]
+    assert "user (pinned): My locker code is 4471." in context["messages"][0]["content"]
 
     listed = (await client.get("/v1/memories", params={"user_id": "eli", "pinned": "true"})).json()
     assert [memory["id"] for memory in listed["memories"]] == [memory_id]
@@ -157,6 +157,14 @@ async def test_an_edit_that_repeats_another_fact_is_a_conflict(client: httpx.Asy
     assert clash.json()["type"].endswith(":conflict")
     kept = (await client.get(f"/v1/memories/{other['id']}", params={"user_id": "fay"})).json()
     assert kept["content"] == "Likes opera."
+
+    # The same holds across kinds: a preference may not repeat a current fact.
+    await remember(client, "fay", "Lives in Utrecht.", kind="fact")
+    across = await client.patch(
+        f"/v1/memories/{other['id']}", json={"user_id": "fay", "content": "Lives in Utrecht."}
+    )
+    assert across.status_code == 409
+    assert across.json()["errors"][0]["field"] == "content"
 
 
 async def test_deleting_keeps_the_text_in_history_unless_purged(
@@ -182,6 +190,19 @@ async def test_deleting_keeps_the_text_in_history_unless_purged(
     assert purged_history[0]["old_content"] is None
     assert purged_history[0]["changes"] == {"history_purged": True}
     assert "Owes Sam" not in str(purged_history)
+
+    # The export holds the kept text, until the history is purged after the deletion.
+    export = (await client.get("/v1/users/gus/export")).json()
+    assert "Plays the cello." in [entry["old_content"] for entry in export["history"]]
+    assert (
+        await client.delete(
+            f"/v1/memories/{kept['id']}", params={"user_id": "gus", "purge_history": "true"}
+        )
+    ).status_code == 204
+    gone = await client.get(f"/v1/memories/{kept['id']}/history", params={"user_id": "gus"})
+    assert gone.status_code == 404
+    export = (await client.get("/v1/users/gus/export")).json()
+    assert "Plays the cello." not in str(export)
 
 
 async def test_a_users_own_token_is_recorded_as_the_user(
@@ -228,6 +249,7 @@ async def test_bad_fact_input_is_rejected_and_changes_nothing(
         ({"user_id": "jo", "content": "x", "kind": "turn"}, "kind"),
         ({"user_id": "jo", "content": "x", "valid_from": "2024-01-01T00:00:00"}, "valid_from"),
         ({"user_id": "jo", "content": "x" * 2001}, "content"),
+        ({"user_id": "jo", "content": "x", "valid_from": "2999-01-01T00:00:00Z"}, "valid_from"),
         (
             {"user_id": "jo", "content": "x", "metadata": {"a": {"b": {"c": {"d": {"e": {}}}}}}},
             "metadata",
@@ -243,6 +265,15 @@ async def test_bad_fact_input_is_rejected_and_changes_nothing(
     async with runtime.engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM memories")) == 0
         assert await connection.scalar(text("SELECT count(*) FROM memory_history")) == 0
+
+
+async def test_a_planned_event_may_lie_in_the_future(client: httpx.AsyncClient) -> None:
+    planned = await remember(
+        client, "lea", "Flies to Lisbon.", kind="event", valid_from="2999-06-01T08:00:00Z"
+    )
+
+    assert planned.status_code == 201
+    assert planned.json()["valid_from"].startswith("2999-06-01")
 
 
 async def test_listing_pages_through_memories(client: httpx.AsyncClient) -> None:

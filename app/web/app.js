@@ -396,7 +396,7 @@ async function openMemory(id) {
 
 async function forgetMemory(id) {
   try {
-    await api(`/v1/memories/${id}?${userQuery()}`, { method: "DELETE" });
+    await api(`/v1/memories/${id}?${userQuery()}&purge_history=true`, { method: "DELETE" });
     $("status").textContent = "Memory forgotten.";
   } catch (error) {
     if (error.status !== 404) {
