@@ -77,10 +77,10 @@ def worker() -> None:
     settings = load_settings()
     configure_logging(settings.server, log_processors(settings))
     start_error_reporting(settings.sentry)
-    if settings.redis.url is None or settings.database.url is None:
+    if settings.embedded:
         raise click.UsageError(
-            "engram worker needs REDIS_URL and DATABASE_URL; in embedded mode "
-            "`engram serve` runs the worker itself"
+            "engram worker needs REDIS_URL (or REDIS_SENTINELS) and DATABASE_URL; "
+            "in embedded mode `engram serve` runs the worker itself"
         )
 
     async def run() -> None:

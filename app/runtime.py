@@ -8,10 +8,11 @@ can build one runtime and share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.audit import AuditLog
@@ -37,7 +38,7 @@ from retrieval.tokens import TiktokenCounter
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from app.settings import Settings
+    from app.settings import RedisSettings, Settings
     from prompts import Prompt
 
 log = get_logger("runtime")
@@ -61,6 +62,8 @@ class Runtime:
     audit: AuditLog
     facts: FactStore
     learning_queue: LearningQueue
+    read_engine: AsyncEngine
+    """The engine searches use: a read replica's (DATABASE_READ_URL), else ``engine``."""
 
     def new_worker(
         self,
@@ -111,19 +114,22 @@ class Runtime:
     async def close(self) -> None:
         await self.redis.aclose()
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
         if self.embedded is not None:
             await anyio.to_thread.run_sync(self.embedded.stop)
         log.info("runtime.closed")
 
 
-def _resolve_urls(settings: Settings) -> tuple[str, str, EmbeddedServers | None]:
+def _resolve_urls(settings: Settings) -> tuple[str | None, str, EmbeddedServers | None]:
+    """Return the Redis URL (None when Sentinel names the server) and the Postgres URL."""
     redis_url = settings.redis.url
     database_url = settings.database.url
-    if redis_url is not None and database_url is not None:
+    if not settings.embedded and database_url is not None:
         return redis_url, database_url, None
 
     embedded = EmbeddedServers(settings.server.data_dir.resolve())
-    if redis_url is None:
+    if redis_url is None and not settings.redis.sentinels:
         redis_url = embedded.start_redis()
     if database_url is None:
         database_url = embedded.start_postgres()
@@ -141,17 +147,20 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         embedding_model=settings.embeddings.model,
     )
 
-    redis = Redis.from_url(
-        redis_url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.socket_timeout_s,
-        health_check_interval=30,
-    )
+    redis = connect_redis(settings.redis, redis_url)
     engine = create_async_engine(
         to_sqlalchemy_url(database_url),
         pool_size=settings.database.pool_size,
         pool_pre_ping=True,
     )
+    read_engine = engine
+    if settings.database.read_url is not None:
+        read_engine = create_async_engine(
+            to_sqlalchemy_url(settings.database.read_url),
+            pool_size=settings.database.pool_size,
+            pool_pre_ping=True,
+        )
+        log.info("runtime.read_replica", searches="DATABASE_READ_URL")
     try:
         if embedder is None:
             embedder = await anyio.to_thread.run_sync(create_embedder, settings.embeddings)
@@ -160,6 +169,8 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
     except BaseException:
         await redis.aclose()
         await engine.dispose()
+        if read_engine is not engine:
+            await read_engine.dispose()
         if embedded is not None:
             await anyio.to_thread.run_sync(embedded.stop)
         raise
@@ -176,7 +187,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         long_term=long_term,
         stream=TurnStream(redis, keys),
         search=MemorySearch(
-            engine,
+            read_engine,
             settings.database.hnsw_ef_search,
             settings.memory.text_search_config,
             settings.memory.search_exact_max_rows,
@@ -193,6 +204,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
             settings.learning.batch_turns,
             settings.learning.lease_s,
         ),
+        read_engine=read_engine,
     )
     await runtime.stream.ensure_group()
     log.info(
@@ -202,6 +214,38 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         learning_strategy=settings.learning.strategy if settings.learning_model else "verbatim",
     )
     return runtime
+
+
+def connect_redis(settings: RedisSettings, url: str | None) -> Redis:
+    """Connect to Redis at ``url``, or to the primary that the configured Sentinels name.
+
+    Through Sentinel, each new connection asks the Sentinels for the current
+    primary, so after a failover the client reconnects to the promoted replica.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "health_check_interval": 30,
+    }
+    if settings.sentinels:
+        password = settings.password.get_secret_value() if settings.password else None
+        sentinel = Sentinel(
+            settings.sentinel_addresses,
+            sentinel_kwargs={"socket_timeout": settings.socket_timeout_s},
+            password=password,
+            db=settings.db,
+            **options,
+        )
+        log.info(
+            "runtime.redis_sentinel",
+            sentinels=settings.sentinels,
+            service=settings.sentinel_service,
+        )
+        primary: Redis = sentinel.master_for(settings.sentinel_service, redis_class=Redis)
+        return primary
+    if url is None:
+        raise ConfigurationError("set REDIS_URL or REDIS_SENTINELS")
+    return Redis.from_url(url, **options)
 
 
 async def _prepare_schema(

@@ -90,10 +90,42 @@ class RedisSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore")
 
     url: str | None = Field(
-        None, description="Redis URL; when unset, an embedded Redis is started under the data dir."
+        None,
+        description="Redis URL; when unset (and no REDIS_SENTINELS), an embedded Redis is "
+        "started under the data dir.",
     )
     key_prefix: str = Field("engram", description="Prefix of every Redis key the service writes.")
     socket_timeout_s: float = Field(5.0, gt=0, description="Timeout of one Redis command, seconds.")
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description='Redis Sentinel addresses as a JSON list, such as ["10.0.0.5:26379", '
+        '"10.0.0.6:26379"]; when set, the service connects to the primary they name for '
+        "REDIS_SENTINEL_SERVICE and follows it through failovers, and REDIS_URL is not used.",
+    )
+    sentinel_service: str = Field(
+        "engram", description="Name under which the Sentinels monitor the primary."
+    )
+    password: SecretStr | None = Field(
+        None, description="Password of the primary and replicas found through Sentinel."
+    )
+    db: int = Field(0, ge=0, description="Database number on the primary found through Sentinel.")
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, sentinels: list[str]) -> list[str]:
+        for address in sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"REDIS_SENTINELS entry {address!r} is not host:port, such as 10.0.0.5:26379"
+                )
+        return sentinels
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels as (host, port) pairs."""
+        pairs = [address.rpartition(":") for address in self.sentinels]
+        return [(host, int(port)) for host, _, port in pairs]
 
 
 class DatabaseSettings(BaseSettings):
@@ -106,6 +138,11 @@ class DatabaseSettings(BaseSettings):
         description="Postgres URL; when unset, an embedded Postgres is started under the data dir.",
     )
     pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    read_url: str | None = Field(
+        None,
+        description="Postgres URL of a read replica for searches and context; unset sends "
+        "them to DATABASE_URL. Memories reach the replica after its replication lag.",
+    )
     auto_migrate: bool = Field(True, description="Apply pending migrations at start-up.")
     hnsw_m: int = Field(16, ge=2, le=100, description="HNSW index: links per node.")
     hnsw_ef_construction: int = Field(
@@ -494,7 +531,7 @@ class Settings(BaseModel):
     @property
     def embedded(self) -> bool:
         """Whether this process starts its own Redis and Postgres."""
-        return self.redis.url is None or self.database.url is None
+        return (self.redis.url is None and not self.redis.sentinels) or self.database.url is None
 
     @property
     def learning_model(self) -> str | None:
