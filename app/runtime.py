@@ -64,6 +64,8 @@ class Runtime:
     learning_queue: LearningQueue
     read_engine: AsyncEngine
     """The engine searches use: a read replica's (DATABASE_READ_URL), else ``engine``."""
+    sentinel: Sentinel | None = None
+    """The Sentinel client that finds the Redis primary, when REDIS_SENTINELS is set."""
 
     def new_worker(
         self,
@@ -112,7 +114,7 @@ class Runtime:
         )
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await _close_redis(self.redis, self.sentinel)
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
@@ -147,7 +149,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         embedding_model=settings.embeddings.model,
     )
 
-    redis = connect_redis(settings.redis, redis_url)
+    redis, sentinel = connect_redis(settings.redis, redis_url)
     engine = create_async_engine(
         to_sqlalchemy_url(database_url),
         pool_size=settings.database.pool_size,
@@ -167,7 +169,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
         long_term = LongTermStore(engine, settings.memory.text_search_config)
         await _prepare_schema(engine, settings, embedder, long_term)
     except BaseException:
-        await redis.aclose()
+        await _close_redis(redis, sentinel)
         await engine.dispose()
         if read_engine is not engine:
             await read_engine.dispose()
@@ -205,6 +207,7 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
             settings.learning.lease_s,
         ),
         read_engine=read_engine,
+        sentinel=sentinel,
     )
     await runtime.stream.ensure_group()
     log.info(
@@ -216,8 +219,10 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
     return runtime
 
 
-def connect_redis(settings: RedisSettings, url: str | None) -> Redis:
+def connect_redis(settings: RedisSettings, url: str | None) -> tuple[Redis, Sentinel | None]:
     """Connect to Redis at ``url``, or to the primary that the configured Sentinels name.
+
+    Returns the client and, through Sentinel, the Sentinel client to close with it.
 
     Through Sentinel, each new connection asks the Sentinels for the current
     primary, so after a failover the client reconnects to the promoted replica.
@@ -242,10 +247,17 @@ def connect_redis(settings: RedisSettings, url: str | None) -> Redis:
             service=settings.sentinel_service,
         )
         primary: Redis = sentinel.master_for(settings.sentinel_service, redis_class=Redis)
-        return primary
+        return primary, sentinel
     if url is None:
         raise ConfigurationError("set REDIS_URL or REDIS_SENTINELS")
-    return Redis.from_url(url, **options)
+    return Redis.from_url(url, **options), None
+
+
+async def _close_redis(redis: Redis, sentinel: Sentinel | None) -> None:
+    await redis.aclose()
+    if sentinel is not None:
+        for client in sentinel.sentinels:
+            await client.aclose()
 
 
 async def _prepare_schema(

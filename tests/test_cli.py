@@ -214,7 +214,7 @@ def test_worker_needs_external_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli.main, ["worker"])
 
     assert result.exit_code == 2
-    assert "needs REDIS_URL and DATABASE_URL" in result.output
+    assert "needs REDIS_URL (or REDIS_SENTINELS) and DATABASE_URL" in result.output
 
 
 def test_migrate_reports_current_schema(

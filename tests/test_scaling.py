@@ -107,25 +107,24 @@ class SentinelSetup:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        replica = redis.Redis(port=self.replica_port)
-        _wait_for(
-            lambda: replica.info("replication").get("master_link_status") == "up",
-            30,
-            "replication to the replica",
-        )
+        with redis.Redis(port=self.replica_port) as replica:
+            _wait_for(
+                lambda: replica.info("replication").get("master_link_status") == "up",
+                30,
+                "replication to the replica",
+            )
         _wait_for(lambda: self.primary() is not None, 30, "the Sentinel finding the primary")
         # The Sentinel learns of replicas from the primary's INFO, which it reads every 10 s;
         # a failover before that would find no replica to promote.
         _wait_for(self.replica_known, 30, "the Sentinel finding the replica")
 
     def replica_known(self) -> bool:
-        sentinel = redis.Redis(port=self.sentinel_port, decode_responses=True)
-        replicas = sentinel.sentinel_slaves(SERVICE)
-        return len(replicas) > 0
+        with redis.Redis(port=self.sentinel_port, decode_responses=True) as sentinel:
+            return len(sentinel.sentinel_slaves(SERVICE)) > 0
 
     def primary(self) -> tuple[str, int] | None:
-        sentinel = redis.Redis(port=self.sentinel_port, decode_responses=True)
-        address = sentinel.sentinel_get_master_addr_by_name(SERVICE)
+        with redis.Redis(port=self.sentinel_port, decode_responses=True) as sentinel:
+            address = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         if not isinstance(address, tuple):
             return None
         host, port = address
@@ -180,8 +179,8 @@ async def test_core_flow_survives_a_failover(
             )
             assert before.status_code == 202
             # Wait until the replica has the turn, so the failover cannot lose it.
-            primary = redis.Redis(port=sentinel_setup.primary_port)
-            assert primary.wait(1, 5000) == 1
+            with redis.Redis(port=sentinel_setup.primary_port) as primary:
+                assert primary.wait(1, 5000) == 1
 
             sentinel_setup.processes["primary"].terminate()
             sentinel_setup.processes["primary"].wait(timeout=10)
