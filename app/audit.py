@@ -2,10 +2,17 @@
 
 Entries hold ids and action names, never memory content or queries. The
 table rejects updates and deletes (a trigger), so entries are append-only.
+
+Writes use group commit: entries recorded while an insert is running are
+written together by the next one, in one statement and one transaction.
+``record`` still returns only after its own entry is committed, so every
+request that got a response is in the log. Under load, many requests share
+one commit instead of each waiting for its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +27,8 @@ if TYPE_CHECKING:
     from app.auth import Principal
 
 _TABLE = AuditEntry.__table__  # type: ignore[attr-defined]
+# Maximum entries per insert statement; the rest wait for the next one.
+MAX_ENTRIES_PER_INSERT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,8 @@ class AuditLog:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(
         self,
@@ -64,18 +75,40 @@ class AuditLog:
         client_address: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        statement = insert(_TABLE).values(
-            tenant_id=principal.tenant_id,
-            subject=principal.subject,
-            token_id=principal.token_id,
-            action=action,
-            user_id=user_id,
-            object_ids=object_ids or [],
-            client_address=client_address,
-            request_id=request_id,
-        )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
+        """Write one entry; return once it is committed, raise if its insert failed."""
+        entry = {
+            "tenant_id": principal.tenant_id,
+            "subject": principal.subject,
+            "token_id": principal.token_id,
+            "action": action,
+            "user_id": user_id,
+            "object_ids": object_ids or [],
+            "client_address": client_address,
+            "request_id": request_id,
+        }
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
+        self._queue.append((entry, written))
+        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
+            self._writer = loop.create_task(self._write_queued(), name="audit-writer")
+        await written
+
+    async def _write_queued(self) -> None:
+        """Insert queued entries, a batch at a time, until the queue is empty."""
+        while self._queue:
+            batch = self._queue[:MAX_ENTRIES_PER_INSERT]
+            del self._queue[:MAX_ENTRIES_PER_INSERT]
+            try:
+                async with self._engine.begin() as connection:
+                    await connection.execute(insert(_TABLE), [entry for entry, _ in batch])
+            except Exception as error:  # noqa: BLE001  (handed to every waiting caller)
+                for _, written in batch:
+                    if not written.done():
+                        written.set_exception(error)
+                continue
+            for _, written in batch:
+                if not written.done():
+                    written.set_result(None)
 
     async def find(self, query: AuditQuery) -> list[AuditRecord]:
         """Return entries of one tenant, newest first, matching every filter given."""
