@@ -91,7 +91,11 @@ class PromotionWorker:
             await self._consume(stop)
         finally:
             if purge is not None:
-                await purge
+                # A cancelled worker (stop never set) must not wait out the purge interval.
+                if not stop.is_set():
+                    purge.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purge
 
     async def _consume(self, stop: asyncio.Event) -> None:
         delay = self._settings.retry_initial_s
