@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from app.keys import STREAM_GROUP, KeyBuilder
 from bench.common import (
     REPO_ROOT,
     ServiceConfig,
@@ -255,16 +256,33 @@ async def _ready(url: str) -> dict[str, Any]:
         return {"status": response.status_code, **response.json()}
 
 
+def pending_of(redis_url: str, consumer: str) -> int:
+    """Events delivered to ``consumer`` and not acknowledged: its batch in flight."""
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for entry in client.xinfo_consumers(KeyBuilder("engram").stream, STREAM_GROUP):
+            if entry["name"].decode() == consumer:
+                return int(entry["pending"])
+        return 0
+    finally:
+        client.close()
+
+
 async def worker_kill(service: ServiceProcesses, ledger: Ledger, kills: int) -> dict[str, Any]:
     """SIGKILL the worker every few seconds while it is promoting, and start a new one."""
-    notes: dict[str, Any] = {"kills": 0}
+    notes: dict[str, Any] = {"kills": 0, "events_in_flight_at_kill": []}
     generator = random.Random(1)
     for number in range(kills):
         ledger.phase = f"worker {number}"
         await asyncio.sleep(generator.uniform(3, 6))
         victim = service.workers[-1]
+        consumer = f"fault-worker-{number}"
         victim.send_signal(signal.SIGKILL)
         await asyncio.to_thread(victim.wait)
+        in_flight = await asyncio.to_thread(pending_of, service.config.redis_url, consumer)
+        notes["events_in_flight_at_kill"].append(in_flight)
         notes["kills"] += 1
         await asyncio.to_thread(service.start_worker, f"fault-worker-{number + 1}")
     ledger.phase = "after"
