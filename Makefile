@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/engram_test
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev run token worker lint typecheck test test-embedded test-external coverage clean
+.PHONY: help install dev run token worker lint typecheck test test-embedded test-external coverage bench bench-faults clean
 
 help: ## List the targets with what they do
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -58,7 +58,7 @@ lint: dev ## Check style and formatting with ruff
 	$(BIN)/ruff format --check .
 
 typecheck: dev ## Check types with mypy (strict)
-	$(BIN)/mypy app embeddings retrieval prompts tests clients/python/engram_client
+	$(BIN)/mypy app embeddings retrieval prompts tests bench clients/python/engram_client
 
 test-embedded: dev ## Run the tests against embedded Redis and Postgres
 	rm -f .coverage .coverage.*
@@ -73,6 +73,16 @@ coverage: dev ## Report coverage of the last test runs; fails under 90 %
 	$(BIN)/coverage report
 
 test: lint typecheck test-embedded test-external coverage ## Lint, type-check, and test in both modes
+
+# Benchmarks use their own databases and Redis database 12 at these servers; see docs/benchmarks.md.
+BENCH_SCALE ?= full
+LOCOMO ?=
+
+bench: dev ## Reproduce docs/benchmarks.md: make bench [BENCH_SCALE=small] [LOCOMO=path/to/locomo10.json]
+	$(BIN)/python -m bench.run --scale $(BENCH_SCALE) $(if $(LOCOMO),--locomo $(LOCOMO))
+
+bench-faults: dev ## Kill workers, stop Postgres and crash Redis during ingest; count every turn
+	$(BIN)/python -m bench.faults
 
 clean: ## Remove the virtual environment, caches and local data
 	rm -rf $(VENV) .engram .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.*

@@ -21,14 +21,17 @@ if TYPE_CHECKING:
 
 
 # KEYS: window, turns, meta, user_sessions, stream
-# ARGV: ttl_ms, window_max_turns, now_ms, session_id, then turn_id/payload pairs
+# ARGV: ttl_ms, window_max_turns, session_id, then turn_id/payload pairs
+# The script reads the server clock itself, which saves a round trip per
+# append. Stream ids come from the same clock.
 _APPEND_SCRIPT = """
 local ttl_ms = tonumber(ARGV[1])
 local max_turns = tonumber(ARGV[2])
-local now_ms = ARGV[3]
-local session_id = ARGV[4]
+local session_id = ARGV[3]
+local clock = redis.call('TIME')
+local now_ms = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000))
 local result = {}
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local turn_id = ARGV[i]
   local payload = ARGV[i + 1]
   if redis.call('HSETNX', KEYS[2], turn_id, payload) == 1 then
@@ -159,8 +162,7 @@ class ShortTermStore:
     ) -> list[AppendResult]:
         """Add turns to the window and emit one promotion event per new turn, atomically."""
         keys = self._keys.session(tenant_id, user_id, session_id)
-        now_ms = await self.server_time_ms()
-        args: list[str | int] = [self._ttl_ms, self._window_max_turns, now_ms, session_id]
+        args: list[str | int] = [self._ttl_ms, self._window_max_turns, session_id]
         for turn in turns:
             args.extend((turn.turn_id, turn.to_json()))
 

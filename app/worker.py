@@ -105,7 +105,12 @@ class PromotionWorker:
             await self._consume(stop)
         finally:
             for helper in helpers:
-                await helper
+                # A cancelled worker (stop never set) must not wait out a helper's sleep,
+                # such as the retention task's purge interval.
+                if not stop.is_set():
+                    helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
 
     async def _consume(self, stop: asyncio.Event) -> None:
         delay = self._settings.retry_initial_s
