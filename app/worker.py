@@ -119,6 +119,7 @@ class PromotionWorker:
                 await self.run_once()
                 delay = self._settings.retry_initial_s
             except TRANSIENT_ERRORS as error:
+                _raise_if_cancelled()
                 log.warning(
                     "worker.retrying",
                     consumer=self.consumer,
@@ -129,6 +130,7 @@ class PromotionWorker:
                 await _sleep_unless_stopped(stop, delay)
                 delay = min(delay * 2, self._settings.retry_max_s)
             except Exception:
+                _raise_if_cancelled()
                 # An unexpected failure must not end promotion; the held batch is retried.
                 log.exception("worker.unexpected_error", consumer=self.consumer, retry_in_s=delay)
                 await _sleep_unless_stopped(stop, delay)
@@ -299,6 +301,17 @@ class PromotionWorker:
             attempts=attempts,
             error=error,
         )
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a database driver turned into another error.
+
+    A cancelled query or connection ping can surface as a SQLAlchemy
+    OperationalError, and retrying it would keep a cancelled worker running.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
