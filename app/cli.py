@@ -69,7 +69,9 @@ def serve(host: str | None, port: int | None) -> None:
 @main.command()
 def worker() -> None:
     """Run a promotion worker as its own process (external mode)."""
-    from app.logging import configure_logging  # noqa: PLC0415
+    import prometheus_client  # noqa: PLC0415
+
+    from app.logging import configure_logging, get_logger  # noqa: PLC0415
     from app.observability import log_processors, start_error_reporting  # noqa: PLC0415
     from app.runtime import open_runtime  # noqa: PLC0415
     from app.settings import load_settings  # noqa: PLC0415
@@ -82,6 +84,19 @@ def worker() -> None:
             "engram worker needs REDIS_URL (or REDIS_SENTINELS) and DATABASE_URL; "
             "in embedded mode `engram serve` runs the worker itself"
         )
+
+    host, port = settings.worker.metrics_host, settings.worker.metrics_port
+    if port:
+        # prometheus_client serves the default registry, which holds the worker's
+        # counters, from a thread of its own.
+        try:
+            prometheus_client.start_http_server(port, addr=host)
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot serve worker metrics on {host}:{port}: {error}; set "
+                "WORKER_METRICS_PORT to a free port, or to 0 to turn the metrics server off"
+            ) from error
+        get_logger("worker").info("worker.metrics_serving", host=host, port=port)
 
     async def run() -> None:
         runtime = await open_runtime(settings)

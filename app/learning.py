@@ -57,11 +57,11 @@ from retrieval.context import newest_that_fit
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from app.keys import KeyBuilder
     from app.llm import LLMGateway
+    from app.redis_client import RedisClient
     from app.settings import Settings
     from embeddings import Embedder
     from prompts import Prompt
@@ -124,7 +124,12 @@ class LearningQueue:
     """Sessions waiting to be learned from, in Redis, shared by every worker."""
 
     def __init__(
-        self, redis: Redis, keys: KeyBuilder, debounce_s: float, batch_turns: int, lease_s: float
+        self,
+        redis: RedisClient,
+        keys: KeyBuilder,
+        debounce_s: float,
+        batch_turns: int,
+        lease_s: float,
     ) -> None:
         self._redis = redis
         self._due = keys.learning_due

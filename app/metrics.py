@@ -19,8 +19,6 @@ from prometheus_client import (
 )
 from sqlalchemy import text
 
-from app.keys import KeyBuilder
-
 if TYPE_CHECKING:
     from litestar.datastructures import State
 
@@ -80,16 +78,12 @@ async def refresh_shared_metrics(state: State) -> None:
     STREAM_LENGTH.set(stats.length)
     STREAM_PENDING.set(stats.pending)
     DEAD_LETTERS.set(stats.dead_letters)
-    stream_key = KeyBuilder(runtime.settings.redis.key_prefix).stream
-    oldest = await runtime.redis.xrange(stream_key, count=1)
-    if oldest:
-        accepted_ms = int(oldest[0][0].decode().split("-")[0])
-        PROMOTION_LAG_SECONDS.set(max(0.0, time.time() - accepted_ms / 1000))
+    oldest_ms = await runtime.stream.oldest_accepted_ms()
+    if oldest_ms is not None:
+        PROMOTION_LAG_SECONDS.set(max(0.0, time.time() - oldest_ms / 1000))
     else:
         PROMOTION_LAG_SECONDS.set(0)
-    LEARNING_DUE.set(
-        await runtime.redis.zcard(KeyBuilder(runtime.settings.redis.key_prefix).learning_due)
-    )
+    LEARNING_DUE.set(await runtime.learning_queue.due_count())
     async with runtime.engine.connect() as connection:
         rows = (
             await connection.execute(

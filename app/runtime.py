@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -38,6 +39,7 @@ from retrieval.tokens import TiktokenCounter
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from app.redis_client import RedisClient
     from app.settings import RedisSettings, Settings
     from prompts import Prompt
 
@@ -49,7 +51,7 @@ class Runtime:
     """Connected clients and stores of one process."""
 
     settings: Settings
-    redis: Redis
+    redis: RedisClient
     engine: AsyncEngine
     embedder: Embedder
     short_term: ShortTermStore
@@ -91,6 +93,7 @@ class Runtime:
             retention=retention,
             learning_queue=self.learning_queue,
             learns=lambda tenant_id: settings.strategy_for(tenant_id) != "verbatim",
+            partitions=settings.worker.owned_partitions(settings.redis.stream_partitions),
         )
         if learn and settings.learning_model is not None:
             worker.learner = self.new_learner(worker.consumer, gateway)
@@ -177,7 +180,9 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
             await anyio.to_thread.run_sync(embedded.stop)
         raise
 
-    keys = KeyBuilder(settings.redis.key_prefix)
+    keys = KeyBuilder(
+        settings.redis.key_prefix, settings.redis.stream_partitions, settings.redis.cluster
+    )
     runtime = Runtime(
         settings=settings,
         redis=redis,
@@ -219,13 +224,15 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
     return runtime
 
 
-def connect_redis(settings: RedisSettings, url: str | None) -> tuple[Redis, Sentinel | None]:
-    """Connect to Redis at ``url``, or to the primary that the configured Sentinels name.
+def connect_redis(settings: RedisSettings, url: str | None) -> tuple[RedisClient, Sentinel | None]:
+    """Connect to Redis at ``url``, to a cluster through it, or to the primary Sentinels name.
 
     Returns the client and, through Sentinel, the Sentinel client to close with it.
 
     Through Sentinel, each new connection asks the Sentinels for the current
     primary, so after a failover the client reconnects to the promoted replica.
+    A cluster client learns the slot map from ``url``'s node and follows
+    MOVED and ASK replies when slots move or a replica takes over.
     """
     options: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
@@ -250,10 +257,18 @@ def connect_redis(settings: RedisSettings, url: str | None) -> tuple[Redis, Sent
         return primary, sentinel
     if url is None:
         raise ConfigurationError("set REDIS_URL or REDIS_SENTINELS")
+    if settings.cluster:
+        log.info("runtime.redis_cluster", partitions=settings.stream_partitions)
+        cluster: RedisCluster = RedisCluster.from_url(
+            url,
+            socket_timeout=settings.socket_timeout_s,
+            socket_connect_timeout=settings.socket_timeout_s,
+        )
+        return cluster, None
     return Redis.from_url(url, **options), None
 
 
-async def _close_redis(redis: Redis, sentinel: Sentinel | None) -> None:
+async def _close_redis(redis: RedisClient, sentinel: Sentinel | None) -> None:
     await redis.aclose()
     if sentinel is not None:
         for client in sentinel.sentinels:

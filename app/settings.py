@@ -12,10 +12,13 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.errors import ConfigurationError
 from app.schemas import SCOPE_ID_PATTERN
+
+MAX_STREAM_PARTITIONS = 1024
 
 
 class ServerSettings(BaseSettings):
@@ -109,6 +112,29 @@ class RedisSettings(BaseSettings):
         None, description="Password of the primary and replicas found through Sentinel."
     )
     db: int = Field(0, ge=0, description="Database number on the primary found through Sentinel.")
+    cluster: bool = Field(
+        False,
+        description="REDIS_URL names a node of a Redis Cluster; the client discovers the others "
+        "and follows slot moves. Keys use the partitioned layout (see REDIS_STREAM_PARTITIONS).",
+    )
+    stream_partitions: int = Field(
+        1,
+        ge=1,
+        le=MAX_STREAM_PARTITIONS,
+        description="Promotion streams that users are spread over. Above 1 (or with "
+        "REDIS_CLUSTER), every key carries its partition's hash tag, so each partition lives "
+        "on one cluster slot and workers read the partitions independently. Change it only "
+        "with the streams drained (docs/scaling.md).",
+    )
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisSettings:
+        if self.cluster and self.sentinels:
+            raise ValueError(
+                "REDIS_CLUSTER and REDIS_SENTINELS exclude each other: a cluster fails over "
+                "by itself; unset one of them"
+            )
+        return self
 
     @field_validator("sentinels")
     @classmethod
@@ -302,6 +328,43 @@ class WorkerSettings(BaseSettings):
         3600.0, gt=0, description="Time between retention purges, seconds."
     )
     retry_max_s: float = Field(30.0, gt=0, description="Maximum back-off after an outage, seconds.")
+    metrics_port: int = Field(
+        9101,
+        ge=0,
+        le=65535,
+        description="Port where `engram worker` serves its Prometheus metrics (promoted turns, "
+        "embedding batch time, learning runs) at /metrics; 0 turns it off. The in-process "
+        "worker's metrics are on the API's /metrics.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's metrics server binds to; 0.0.0.0 in a container.",
+    )
+    partitions: str | None = Field(
+        None,
+        description="Stream partitions this worker consumes, as numbers and ranges such as "
+        "0-3,8; unset means all of them. Use it to pin workers to partitions.",
+    )
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitions_are_ranges(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_partitions(value)
+        return value
+
+    def owned_partitions(self, total: int) -> list[int]:
+        """Return the partitions this worker consumes, checked against the ``total`` there are."""
+        if self.partitions is None:
+            return list(range(total))
+        owned = parse_partitions(self.partitions)
+        outside = [number for number in owned if number >= total]
+        if outside:
+            raise ConfigurationError(
+                f"WORKER_PARTITIONS names partition {outside[0]}, but REDIS_STREAM_PARTITIONS "
+                f"is {total}, so partitions run from 0 to {total - 1}"
+            )
+        return owned
 
 
 class LLMSettings(BaseSettings):
@@ -563,3 +626,24 @@ def to_sqlalchemy_url(url: str) -> str:
 def load_settings() -> Settings:
     """Read every settings group from the environment."""
     return Settings()
+
+
+def parse_partitions(text: str) -> list[int]:
+    """Parse a list of partition numbers and ranges, such as ``0-3,8``, into sorted numbers."""
+    numbers: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(
+                f"WORKER_PARTITIONS part {part.strip()!r} is not a number or a range such as 0-3"
+            )
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"WORKER_PARTITIONS range {part.strip()!r} runs backwards")
+        if high >= MAX_STREAM_PARTITIONS:
+            raise ValueError(
+                f"WORKER_PARTITIONS names {high}, but there are at most "
+                f"{MAX_STREAM_PARTITIONS} partitions"
+            )
+        numbers.update(range(low, high + 1))
+    return sorted(numbers)

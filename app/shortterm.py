@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from app.keys import KeyBuilder
+from app.keys import KeyBuilder, glob_escape
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from app.redis_client import RedisClient
 
 
 # KEYS: window, turns, meta, user_sessions, stream
@@ -150,7 +150,9 @@ def _ms_to_datetime(value: bytes | str | float) -> datetime:
 class ShortTermStore:
     """Session windows in Redis, scoped by tenant and user."""
 
-    def __init__(self, redis: Redis, keys: KeyBuilder, ttl_s: int, window_max_turns: int) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: KeyBuilder, ttl_s: int, window_max_turns: int
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = ttl_s * 1000
@@ -167,7 +169,7 @@ class ShortTermStore:
             args.extend((turn.turn_id, turn.to_json()))
 
         event_ids = await self._append(
-            keys=[keys.window, keys.turns, keys.meta, keys.user_sessions, self._keys.stream],
+            keys=[keys.window, keys.turns, keys.meta, keys.user_sessions, keys.stream],
             args=args,
         )
         return [
@@ -217,7 +219,7 @@ class ShortTermStore:
 
     async def erase_user(self, tenant_id: str, user_id: str) -> int:
         """Delete every key of a user (windows, turns, session index); return how many."""
-        pattern = self._keys.user_tag(tenant_id, user_id).replace("{", "\\{").replace("}", "\\}")
+        pattern = glob_escape(self._keys.user_tag(tenant_id, user_id))
         keys = [key async for key in self._redis.scan_iter(match=f"{pattern}:*", count=500)]
         if not keys:
             return 0

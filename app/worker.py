@@ -1,6 +1,8 @@
 """The promotion worker: from the turn stream into long-term memory.
 
-Per batch: parse the events, drop those of sessions deleted since, embed the
+The worker consumes every partition's stream it owns (all of them unless
+``WORKER_PARTITIONS`` names some), each in a loop of its own. Per batch:
+parse the events, drop those of sessions deleted since, embed the
 texts in one call, insert with an idempotent upsert, and only then
 acknowledge. A crash at any step leaves the events pending, and a retry
 writes the same rows, so each accepted turn becomes exactly one memory.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,7 +32,7 @@ from app.retention import purge_periodically
 from app.shortterm import StoredTurn
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from app.learning import Learner, LearningQueue
     from app.longterm import LongTermStore
@@ -58,9 +61,13 @@ class BatchOutcome:
     dead_lettered: int = 0
     failed: int = 0
 
+    def add(self, other: BatchOutcome) -> None:
+        for item in dataclasses.fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
 
 class PromotionWorker:
-    """Consumes the turn stream as one member of the promotion consumer group."""
+    """Consumes the turn streams as one member of each partition's consumer group."""
 
     def __init__(
         self,
@@ -73,13 +80,15 @@ class PromotionWorker:
         learning_queue: LearningQueue | None = None,
         learns: Callable[[str], bool] | None = None,
         learner: Learner | None = None,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self._stream = stream
         self._store = store
         self._embedder = embedder
         self._settings = settings
         self.consumer = consumer or settings.consumer_name
-        self._held: list[StreamEvent] = []
+        self.partitions = list(stream.partitions if partitions is None else partitions)
+        self._held: dict[int, list[StreamEvent]] = {}
         self._retention = retention
         self._learning_queue = learning_queue
         self._learns = learns or (lambda _tenant_id: False)
@@ -88,7 +97,12 @@ class PromotionWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Process batches until ``stop`` is set; purge by the retention policy alongside."""
         await self._stream.ensure_group()
-        log.info("worker.started", consumer=self.consumer, batch_size=self._settings.batch_size)
+        log.info(
+            "worker.started",
+            consumer=self.consumer,
+            batch_size=self._settings.batch_size,
+            partitions=self.partitions,
+        )
         helpers: list[asyncio.Task[None]] = []
         if self._retention is not None:
             helpers.append(
@@ -102,7 +116,9 @@ class PromotionWorker:
         if self.learner is not None:
             helpers.append(asyncio.create_task(self.learner.run(stop), name="learning"))
         try:
-            await self._consume(stop)
+            async with asyncio.TaskGroup() as group:
+                for partition in self.partitions:
+                    group.create_task(self._consume(stop, partition), name=f"promote-{partition}")
         finally:
             for helper in helpers:
                 # A cancelled worker (stop never set) must not wait out a helper's sleep,
@@ -112,49 +128,65 @@ class PromotionWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
 
-    async def _consume(self, stop: asyncio.Event) -> None:
+    async def _consume(self, stop: asyncio.Event, partition: int) -> None:
         delay = self._settings.retry_initial_s
         while not stop.is_set():
             try:
-                await self.run_once()
+                await self.run_once(partition)
                 delay = self._settings.retry_initial_s
             except TRANSIENT_ERRORS as error:
                 _raise_if_cancelled()
                 log.warning(
                     "worker.retrying",
                     consumer=self.consumer,
+                    partition=partition,
                     error=f"{type(error).__name__}: {error}",
                     retry_in_s=delay,
-                    held_events=len(self._held),
+                    held_events=len(self._held.get(partition, [])),
                 )
                 await _sleep_unless_stopped(stop, delay)
                 delay = min(delay * 2, self._settings.retry_max_s)
             except Exception:
                 _raise_if_cancelled()
                 # An unexpected failure must not end promotion; the held batch is retried.
-                log.exception("worker.unexpected_error", consumer=self.consumer, retry_in_s=delay)
+                log.exception(
+                    "worker.unexpected_error",
+                    consumer=self.consumer,
+                    partition=partition,
+                    retry_in_s=delay,
+                )
                 await _sleep_unless_stopped(stop, delay)
                 delay = min(delay * 2, self._settings.retry_max_s)
-        log.info("worker.stopped", consumer=self.consumer)
+        log.info("worker.stopped", consumer=self.consumer, partition=partition)
 
-    async def run_once(self) -> BatchOutcome:
-        """Process one batch: held events first, then stale ones, then new ones."""
-        events = self._held
+    async def run_once(self, partition: int | None = None) -> BatchOutcome:
+        """Process one batch of a partition, or one of each owned partition when None.
+
+        Per partition: held events first, then stale ones, then new ones.
+        """
+        if partition is None:
+            total = BatchOutcome()
+            for owned in self.partitions:
+                total.add(await self.run_once(owned))
+            return total
+
+        settings = self._settings
+        events = self._held.get(partition, [])
         if not events:
             events = await self._stream.claim_stale(
-                self.consumer, self._settings.claim_idle_ms, self._settings.batch_size
+                self.consumer, settings.claim_idle_ms, settings.batch_size, partition
             )
         if not events:
             events = await self._stream.read_new(
-                self.consumer, self._settings.batch_size, self._settings.block_ms
+                self.consumer, settings.batch_size, settings.block_ms, partition
             )
         if not events:
             return BatchOutcome()
 
         # Kept until the batch is done, so an outage mid-batch retries the same events.
-        self._held = events
+        self._held[partition] = events
         outcome = await self.process(events)
-        self._held = []
+        del self._held[partition]
         return outcome
 
     async def process(self, events: list[StreamEvent]) -> BatchOutcome:
@@ -189,6 +221,7 @@ class PromotionWorker:
         log.info(
             "worker.batch_done",
             consumer=self.consumer,
+            partition=events[0].partition if events else None,
             received=outcome.received,
             inserted=outcome.inserted,
             duplicates=len(live) - outcome.inserted - outcome.failed - outcome.dead_lettered,
@@ -213,7 +246,7 @@ class PromotionWorker:
             self._embedder.model_name,
             accepted_ms=[event.accepted_ms for event in events],
         )
-        await self._stream.ack([event.event_id for event in events])
+        await self._stream.ack(events)
         PROMOTED_TURNS.inc(inserted)
         await self._schedule_learning(batch)
         return inserted
@@ -252,7 +285,7 @@ class PromotionWorker:
             except TRANSIENT_ERRORS:
                 raise
             except Exception as error:  # noqa: BLE001  (counted, then retried or dead-lettered)
-                attempts = await self._stream.record_failure(event.event_id)
+                attempts = await self._stream.record_failure(event)
                 message = f"{type(error).__name__}: {error}"
                 if attempts >= self._settings.max_attempts:
                     await self._dead_letter(event, message, attempts)
@@ -280,12 +313,12 @@ class PromotionWorker:
             return events
 
         live: list[StreamEvent] = []
-        dropped: list[str] = []
+        dropped: list[StreamEvent] = []
         for event in events:
             turn = turns[event.event_id]
             deleted_ms = deleted.get((turn.tenant_id, turn.user_id, turn.session_id))
             if deleted_ms is not None and event.accepted_ms <= deleted_ms:
-                dropped.append(event.event_id)
+                dropped.append(event)
             else:
                 live.append(event)
         await self._stream.ack(dropped)

@@ -262,7 +262,7 @@ def pending_of(redis_url: str, consumer: str) -> int:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        for entry in client.xinfo_consumers(KeyBuilder("engram").stream, STREAM_GROUP):
+        for entry in client.xinfo_consumers(KeyBuilder("engram").stream(), STREAM_GROUP):
             if entry["name"].decode() == consumer:
                 return int(entry["pending"])
         return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from app.settings import (
     WorkerSettings,
 )
 from embeddings.local import LocalEmbedder
+from tests.helpers import free_port
 from tests.openai_server import OpenAICompatibleServer
 
 if TYPE_CHECKING:
@@ -166,17 +166,10 @@ async def client(app: Litestar, runtime: Runtime) -> AsyncIterator[httpx.AsyncCl
         yield test_client
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def serve(settings: Settings, embedder: LocalEmbedder) -> Iterator[str]:
     """Serve an app built from ``settings`` on 127.0.0.1 from a thread; yield its URL."""
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings, embedder=embedder),
         host="127.0.0.1",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,11 +19,14 @@ from click.testing import CliRunner
 
 from app import cli
 from app.locomo import load_locomo, parse_session_time
+from app.shortterm import StoredTurn
 from tests.conftest import service_token
+from tests.helpers import free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from app.runtime import Runtime
     from app.settings import Settings
 
 # A conversation in the LoCoMo file format, written for these tests.
@@ -232,37 +238,78 @@ def test_migrate_reports_current_schema(
 
 
 @pytest.mark.slow
-def test_worker_process_promotes_and_stops_cleanly(settings: Settings, live_server: str) -> None:
+async def test_worker_process_promotes_and_stops_cleanly(
+    settings: Settings, runtime: Runtime
+) -> None:
     """``engram worker`` as its own process, the way external mode runs it."""
     assert settings.redis.url is not None
     assert settings.database.url is not None
+    metrics_port = free_port()
     env = {
         **os.environ,
         "REDIS_URL": settings.redis.url,
         "DATABASE_URL": settings.database.url,
         "WORKER_CONSUMER_NAME": "separate-process",
+        "WORKER_METRICS_PORT": str(metrics_port),
         "ENGRAM_LOG_FORMAT": "json",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "worker",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    logs: list[bytes] = []
     try:
-        deadline = time.monotonic() + 60
-        logs: list[str] = []
-        assert process.stdout is not None
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            logs.append(line)
-            if "worker.started" in line:
-                break
-        assert any("worker.started" in line for line in logs), "".join(logs)
+        async with asyncio.timeout(60):
+            while not logs or b"worker.started" not in logs[-1]:
+                logs.append(await process.stdout.readline())
+        turns = [
+            StoredTurn("default", "cli-worker", "s1", f"t{n}", "user", text, datetime.now(UTC), {})
+            for n, text in enumerate(["Drinkt thee zonder suiker.", "Likes 🍵", "يحب الشاي"])
+        ]
+        await runtime.short_term.append("default", "cli-worker", "s1", turns)
+        metrics = await _wait_for_metric(
+            f"http://127.0.0.1:{metrics_port}/metrics", "engram_promoted_turns_total 3.0", 60
+        )
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        rest, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    output = b"".join(logs).decode() + rest.decode()
 
+    assert "engram_promoted_turns_total 3.0" in metrics
+    assert "engram_embedding_batch_seconds_count" in metrics
     assert process.returncode == 0, output
     assert "worker.stopped" in output
+    stored = await runtime.long_term.all_memories("default", "cli-worker")
+    assert sorted(memory.content for memory in stored) == sorted(turn.content for turn in turns)
+
+
+async def _wait_for_metric(url: str, sample: str, timeout_s: float) -> str:
+    text = ""
+    async with httpx.AsyncClient() as client:
+        for _ in range(int(timeout_s * 4)):
+            with contextlib.suppress(httpx.TransportError):
+                text = (await client.get(url)).text
+                if sample in text:
+                    return text
+            await asyncio.sleep(0.25)
+    return text
+
+
+def test_worker_reports_a_busy_metrics_port(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings.redis.url is not None
+    assert settings.database.url is not None
+    monkeypatch.setenv("REDIS_URL", settings.redis.url)
+    monkeypatch.setenv("DATABASE_URL", settings.database.url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("WORKER_METRICS_PORT", str(taken.getsockname()[1]))
+
+        result = CliRunner().invoke(cli.main, ["worker"])
+
+    assert result.exit_code == 1
+    assert "cannot serve worker metrics" in result.output
+    assert "WORKER_METRICS_PORT" in result.output

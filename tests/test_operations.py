@@ -137,7 +137,7 @@ async def test_embedded_servers_keep_data_across_restart(tmp_path: Path) -> None
         database_url = await asyncio.to_thread(servers.start_postgres)
         store = ShortTermStore(redis, keys, ttl_s=3600, window_max_turns=10)
         window = await store.recent("default", "alice", "s1", 10)
-        stream_length = int(await redis.xlen(keys.stream))
+        stream_length = int(await redis.xlen(keys.stream()))
         await redis.aclose()
         marker = await asyncio.to_thread(_read_marker, database_url)
         return window, stream_length, marker

@@ -176,7 +176,7 @@ async def test_erasure_leaves_nothing_behind(client: httpx.AsyncClient, runtime:
     assert await memory_count(runtime, "bob") == 1
     keys = [key.decode() async for key in runtime.redis.scan_iter(match="*")]
     assert not [key for key in keys if "alice" in key]
-    remaining = await runtime.redis.xrange(runtime.stream._keys.stream) or []  # noqa: SLF001
+    remaining = await runtime.redis.xrange(runtime.stream._keys.stream()) or []  # noqa: SLF001
     dead = await runtime.stream.dead_letters()
     stream_dump = json.dumps([[event.fields for event in dead], [str(item) for item in remaining]])
     assert "alice" not in stream_dump

@@ -130,7 +130,7 @@ async def test_dead_worker_events_are_reclaimed(
 
 
 async def test_malformed_event_is_dead_lettered(runtime: Runtime) -> None:
-    await runtime.redis.xadd(runtime.stream._keys.stream, {"turn": "{not json"})  # noqa: SLF001
+    await runtime.redis.xadd(runtime.stream._keys.stream(), {"turn": "{not json"})  # noqa: SLF001
     worker = runtime.new_worker("w1")
 
     outcome = await worker.run_once()

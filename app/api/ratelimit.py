@@ -17,8 +17,8 @@ from litestar.stores.redis import RedisStore
 if TYPE_CHECKING:
     from litestar import Litestar, Request
     from litestar.middleware import DefineMiddleware
-    from redis.asyncio import Redis
 
+    from app.redis_client import RedisClient
     from app.settings import ServerSettings
 
 CALLER_LIMIT_STORE = "engram-rate-limit-token"
@@ -54,9 +54,10 @@ def rate_limit_middleware(settings: ServerSettings) -> list[DefineMiddleware]:
     ]
 
 
-def register_rate_limit_stores(app: Litestar, redis: Redis, key_prefix: str) -> None:
+def register_rate_limit_stores(app: Litestar, redis: RedisClient, key_prefix: str) -> None:
     """Keep rate-limit counters in Redis, shared by every API process."""
     for name in (CALLER_LIMIT_STORE, ADDRESS_LIMIT_STORE):
-        app.stores.register(
-            name, RedisStore(redis, namespace=f"{key_prefix}:{name}"), allow_override=True
-        )
+        # The store is typed for one server, but its commands and script each use one key,
+        # so a cluster client serves it as well.
+        store = RedisStore(redis, namespace=f"{key_prefix}:{name}")  # type: ignore[arg-type]
+        app.stores.register(name, store, allow_override=True)
