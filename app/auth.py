@@ -306,7 +306,8 @@ def build_jwt_auth(settings: AuthSettings) -> JWTAuth[Principal, Token] | None:
 def require(scope: str) -> Any:
     """Return a guard that lets a request through only when the caller holds ``scope``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Async, because Litestar runs a synchronous guard in a worker thread.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = current_principal(connection)
         if not principal.allows(scope):
             raise PermissionDeniedException(detail=f"this token lacks the scope {scope}")
