@@ -292,6 +292,18 @@ def wait_for_log(
     raise RuntimeError(f"{path.stem} logged no {event} within {timeout_s} s; see {path}")
 
 
+def ensure_database(database_url: str) -> None:
+    """Create the database of ``database_url`` and its pgvector extension if missing."""
+    name = database_url.rsplit("/", 1)[1]
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if found.fetchone() is None:
+            connection.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
 def reset_state(redis_url: str, database_url: str) -> None:
     """Empty the benchmark's Redis database and the memory tables (the schema stays)."""
     client = redis.Redis.from_url(redis_url)

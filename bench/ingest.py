@@ -23,6 +23,7 @@ from bench.common import (
     CpuMeter,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     latency_summary,
     open_session,
     recorded,
@@ -131,6 +132,7 @@ async def measure(
 def run(
     config: ServiceConfig, concurrencies: list[int], requests: int, batch_sizes: list[int]
 ) -> dict[str, Any]:
+    ensure_database(config.database_url)
     result: dict[str, Any] = {
         "settings": {"requests": requests, "batch_sizes": batch_sizes, "users": USERS},
         "versions": versions(config.database_url, config.redis_url),

@@ -23,6 +23,7 @@ from bench.common import (
     CpuMeter,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     latency_summary,
     open_session,
     process_rss_mib,
@@ -128,6 +129,7 @@ async def drive(url: str, token: str, users: int, seconds: float, api_pid: int) 
 
 
 def run(config: ServiceConfig, users: int, seconds: float) -> dict[str, Any]:
+    ensure_database(config.database_url)
     result: dict[str, Any] = {
         "settings": {"virtual_users": users, "seconds": seconds, "weights": WEIGHTS},
         "versions": versions(config.database_url, config.redis_url),

@@ -24,6 +24,7 @@ import aiohttp
 from bench.common import (
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     locomo_texts,
     open_session,
     process_rss_mib,
@@ -97,6 +98,7 @@ async def promote(
 
 
 def run(config: ServiceConfig, turns: int, locomo: Path | None, timeout_s: float) -> dict[str, Any]:
+    ensure_database(config.database_url)
     texts, source = locomo_texts(locomo, turns)
     result: dict[str, Any] = {
         "settings": {

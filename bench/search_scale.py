@@ -42,6 +42,7 @@ from bench.common import (
     TENANT,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     latency_summary,
     open_session,
     recorded,
@@ -350,20 +351,10 @@ def measure_scale(
 
 
 def prepare_schema(config: ServiceConfig) -> None:
-    """Let the service create the schema (migrations) in the scale database."""
-    with psycopg.connect(_admin_url(config.database_url), autocommit=True) as connection:
-        name = config.database_url.rsplit("/", 1)[1]
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-        ).fetchone()
-        if exists is None:
-            connection.execute(f'CREATE DATABASE "{name}"')
+    """Create the scale database and let the service migrate its schema."""
+    ensure_database(config.database_url)
     with ServiceProcesses(config) as service:
         service.start_api()
-
-
-def _admin_url(database_url: str) -> str:
-    return database_url.rsplit("/", 1)[0] + "/postgres"
 
 
 def run(config: ServiceConfig, scales: list[int], queries: int) -> dict[str, Any]:
