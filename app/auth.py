@@ -20,13 +20,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import jwt
+from cachetools import TLRUCache
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.security.jwt import JWTAuth, Token
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
 from app.errors import ConfigurationError
 from app.logging import get_logger
@@ -53,6 +56,13 @@ _ALGORITHM_BY_KEY_TYPE = {"oct": "HS256", "RSA": "RS256", "EC": "ES256"}
 PUBLIC_PATHS = ("/health", "/ready", "/docs", "/schema", "/static/", "/mcp", "/metrics")
 # The web chat's page; it signs in with a token in the browser.
 PUBLIC_EXACT_PATHS = ("/",)
+# Seconds PyJWKClient keeps the key set of AUTH_JWKS_URL before it fetches it again.
+JWKS_LIFESPAN_S = 300
+# A verified token is reused until its exp, and for at most as long as the key
+# set is kept, so a key removed from AUTH_JWKS_URL stops verifying tokens no
+# later than it would without this cache.
+TOKEN_CACHE_MAX_AGE_S = float(JWKS_LIFESPAN_S)
+TOKEN_CACHE_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +122,7 @@ class KeyRing:
             keys.update(_keys_from_jwks(json.loads(settings.jwks_file.read_text(encoding="utf-8"))))
         client = None
         if settings.jwks_url is not None:
-            client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=300)
+            client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN_S)
         return cls(keys, client)
 
     def _fetch(self, kid: str) -> VerificationKey:
@@ -268,6 +278,38 @@ class TokenVerifier:
             return None
 
 
+def _caching_middleware_class(
+    max_entries: int = TOKEN_CACHE_MAX_ENTRIES, max_age_s: float = TOKEN_CACHE_MAX_AGE_S
+) -> type[JWTAuthenticationMiddleware]:
+    """Build Litestar's JWT middleware class with a cache of verified tokens, shared by one app.
+
+    Only tokens that passed every check are cached, keyed by the encoded token,
+    so a forged or altered token is verified (and rejected) on every request.
+    """
+
+    def expires_at(_token: str, result: AuthenticationResult, now: float) -> float:
+        # The cache runs on the monotonic clock, but exp is wall-clock time.
+        expiry: datetime = result.auth.exp
+        remaining_s = expiry.timestamp() - time.time()
+        return now + min(remaining_s, max_age_s)
+
+    verified: TLRUCache[str, AuthenticationResult] = TLRUCache(max_entries, ttu=expires_at)
+
+    class CachingJWTAuthenticationMiddleware(JWTAuthenticationMiddleware):
+        __slots__ = ()
+
+        async def authenticate_token(
+            self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+        ) -> AuthenticationResult:
+            result = verified.get(encoded_token)
+            if result is None:
+                result = await super().authenticate_token(encoded_token, connection)
+                verified[encoded_token] = result
+            return result
+
+    return CachingJWTAuthenticationMiddleware
+
+
 async def _retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     claims = {**token.extras, "sub": token.sub, "jti": token.jti}
     return principal_from_claims(claims)
@@ -292,6 +334,7 @@ def build_jwt_auth(settings: AuthSettings) -> JWTAuth[Principal, Token] | None:
         token_secret="unused: keys come from the key ring",  # noqa: S106
         retrieve_user_handler=_retrieve_principal,
         token_cls=_token_class(keyring, settings.leeway_s),
+        authentication_middleware_class=_caching_middleware_class(),
         algorithm="HS256",
         accepted_audiences=[settings.audience] if settings.audience else None,
         accepted_issuers=[settings.issuer] if settings.issuer else None,
@@ -306,7 +349,8 @@ def build_jwt_auth(settings: AuthSettings) -> JWTAuth[Principal, Token] | None:
 def require(scope: str) -> Any:
     """Return a guard that lets a request through only when the caller holds ``scope``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Async, because Litestar runs a synchronous guard in a worker thread.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = current_principal(connection)
         if not principal.allows(scope):
             raise PermissionDeniedException(detail=f"this token lacks the scope {scope}")

@@ -56,7 +56,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = load_settings()
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:create_served_app",
         factory=True,
         host=host or settings.server.host,
         port=port or settings.server.port,

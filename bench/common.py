@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
 import psutil
 import psycopg
@@ -291,6 +292,18 @@ def wait_for_log(
     raise RuntimeError(f"{path.stem} logged no {event} within {timeout_s} s; see {path}")
 
 
+def ensure_database(database_url: str) -> None:
+    """Create the database of ``database_url`` and its pgvector extension if missing."""
+    name = database_url.rsplit("/", 1)[1]
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if found.fetchone() is None:
+            connection.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
 def reset_state(redis_url: str, database_url: str) -> None:
     """Empty the benchmark's Redis database and the memory tables (the schema stays)."""
     client = redis.Redis.from_url(redis_url)
@@ -393,10 +406,32 @@ class CpuMeter:
 
 
 def open_client(url: str, token: str, timeout_s: float = 30.0) -> httpx.AsyncClient:
-    """Return an async client with one keep-alive connection to ``url``."""
+    """Return an httpx client with one keep-alive connection to ``url``."""
     return httpx.AsyncClient(
         base_url=url,
         headers={"authorization": f"Bearer {token}"},
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         timeout=timeout_s,
+    )
+
+
+# Exceptions of a failed aiohttp request: the connection failed or the request timed out.
+REQUEST_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+def open_session(
+    url: str, token: str, connections: int, timeout_s: float = 30.0
+) -> aiohttp.ClientSession:
+    """Return an aiohttp session with up to ``connections`` keep-alive connections to ``url``.
+
+    The drivers share the machine with the service, so they use aiohttp. In
+    bench.ingest at concurrency 16 on 2 vCPU, it used about 0.13 ms of CPU
+    per request, against 0.6 ms with one httpx client per sender.
+    """
+    return aiohttp.ClientSession(
+        base_url=url,
+        headers={"authorization": f"Bearer {token}"},
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )

@@ -1,6 +1,6 @@
 """Ingest: accept latency and turns per second of ``POST /v1/sessions/{id}/turns``.
 
-An async httpx driver keeps ``concurrency`` requests in flight against one
+An aiohttp driver keeps ``concurrency`` requests in flight against one
 API process on 127.0.0.1 until ``requests`` have been answered. No worker
 runs during the measurement, so the two cores serve only the API, Redis,
 Postgres (the audit log) and the driver itself.
@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bench.common import (
+    REQUEST_ERRORS,
     CpuMeter,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     latency_summary,
-    open_client,
+    open_session,
     recorded,
     reset_state,
     service_token,
@@ -57,7 +58,7 @@ async def drive_ingest(
     latencies_ms: list[float] = []
     errors: dict[str, int] = {}
 
-    async def sender(client: httpx.AsyncClient) -> None:
+    async def sender(session: aiohttp.ClientSession) -> None:
         while (number := next(counter)) < requests:
             user = f"user-{number % USERS}"
             first = number * turns_per_request
@@ -65,25 +66,22 @@ async def drive_ingest(
             body = turn_batch(user, chunk, first)
             started = time.perf_counter()
             try:
-                response = await client.post(f"/v1/sessions/{run_id}/turns", json=body)
-            except httpx.HTTPError as error:
+                async with session.post(f"/v1/sessions/{run_id}/turns", json=body) as response:
+                    await response.read()
+            except REQUEST_ERRORS as error:
                 errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
                 continue
             latencies_ms.append((time.perf_counter() - started) * 1000)
-            if response.status_code != HTTP_ACCEPTED:
-                key = str(response.status_code)
+            if response.status != HTTP_ACCEPTED:
+                key = str(response.status)
                 errors[key] = errors.get(key, 0) + 1
 
-    # One client with one connection per sender: httpx's shared pool costs the
-    # driver more CPU than the service uses once dozens of requests are in flight.
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(open_client(url, token)) for _ in range(concurrency)
-        ]
-        await asyncio.gather(*(client.get("/health") for client in clients))
+    async with open_session(url, token, connections=concurrency) as session:
+        # Open the connections before the clock starts.
+        await asyncio.gather(*(_get_health(session) for _ in range(concurrency)))
         cpu = CpuMeter(server_pid)
         started = time.perf_counter()
-        await asyncio.gather(*(sender(client) for client in clients))
+        await asyncio.gather(*(sender(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
         cpu_used = cpu.used()
 
@@ -99,6 +97,11 @@ async def drive_ingest(
         "latency": latency_summary(latencies_ms),
         "cpu_s": cpu_used,
     }
+
+
+async def _get_health(session: aiohttp.ClientSession) -> None:
+    async with session.get("/health") as response:
+        await response.read()
 
 
 async def measure(
@@ -129,6 +132,7 @@ async def measure(
 def run(
     config: ServiceConfig, concurrencies: list[int], requests: int, batch_sizes: list[int]
 ) -> dict[str, Any]:
+    ensure_database(config.database_url)
     result: dict[str, Any] = {
         "settings": {"requests": requests, "batch_sizes": batch_sizes, "users": USERS},
         "versions": versions(config.database_url, config.redis_url),

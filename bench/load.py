@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import time
 from typing import TYPE_CHECKING, Any
 
 from bench.common import (
+    REQUEST_ERRORS,
     CpuMeter,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     latency_summary,
-    open_client,
+    open_session,
     process_rss_mib,
     recorded,
     reset_state,
@@ -35,7 +36,7 @@ from bench.common import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
 # Step weights of one virtual user: mostly writes and context, as a chat backend does.
 WEIGHTS = {"ingest": 4, "context": 3, "search": 2, "chat": 1}
@@ -72,10 +73,8 @@ class Recorder:
 
 
 async def virtual_user(
-    client: httpx.AsyncClient, number: int, deadline: float, recorder: Recorder
+    client: aiohttp.ClientSession, number: int, deadline: float, recorder: Recorder
 ) -> None:
-    import httpx  # noqa: PLC0415
-
     generator = random.Random(number)
     texts = synthetic_texts(200, seed=number)
     user = f"load-user-{number}"
@@ -107,9 +106,10 @@ async def virtual_user(
             body = {"user_id": user, "session_id": session, "message": text, "turn_id": f"c{turn}"}
         started = time.perf_counter()
         try:
-            response = await client.post(path, json=body)
-            outcome = None if response.status_code == expected else str(response.status_code)
-        except httpx.HTTPError as error:
+            async with client.post(path, json=body) as response:
+                await response.read()
+            outcome = None if response.status == expected else str(response.status)
+        except REQUEST_ERRORS as error:
             outcome = type(error).__name__
         recorder.add(step, started, outcome)
 
@@ -117,19 +117,19 @@ async def virtual_user(
 async def drive(url: str, token: str, users: int, seconds: float, api_pid: int) -> dict[str, Any]:
     """Run ``users`` virtual users for ``seconds``; return rates, errors and latencies."""
     recorder = Recorder()
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(open_client(url, token)) for _ in range(users)]
+    async with open_session(url, token, connections=users) as client:
         cpu = CpuMeter(api_pid)
         started = time.monotonic()
         deadline = started + seconds
         await asyncio.gather(
-            *(virtual_user(client, n, deadline, recorder) for n, client in enumerate(clients))
+            *(virtual_user(client, number, deadline, recorder) for number in range(users))
         )
         elapsed = time.monotonic() - started
     return {**recorder.summary(elapsed), "elapsed_s": round(elapsed, 1), "cpu_s": cpu.used()}
 
 
 def run(config: ServiceConfig, users: int, seconds: float) -> dict[str, Any]:
+    ensure_database(config.database_url)
     result: dict[str, Any] = {
         "settings": {"virtual_users": users, "seconds": seconds, "weights": WEIGHTS},
         "versions": versions(config.database_url, config.redis_url),

@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from app.client import EngramHTTP
 from app.eval_locomo import LocomoEvaluation
 from app.locomo import load_locomo
@@ -39,6 +37,7 @@ from bench.common import (
     REPO_ROOT,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     machine_snapshot,
     recorded,
     reset_state,
@@ -66,17 +65,6 @@ def engram_phase(config: ServiceConfig, path: Path, conversations: int | None) -
     ingest = result["timings"]["ingest"]
     result["turns_per_s_to_searchable"] = ingest["promotion_turns_per_s"]
     return result
-
-
-def ensure_database(database_url: str) -> None:
-    name = database_url.rsplit("/", 1)[1]
-    admin = database_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if found.fetchone() is None:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
 def mem0_phase(path: Path, conversations: int | None, database_url: str) -> dict[str, Any]:
@@ -132,6 +120,7 @@ def run(
     config: ServiceConfig,
     mem0_database_url: str = MEM0_DATABASE_URL,
 ) -> dict[str, Any]:
+    ensure_database(config.database_url)
     result: dict[str, Any] = {"versions": versions(config.database_url, config.redis_url)}
     with recorded("mem0_compare", result):
         started = time.monotonic()

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bench.common import (
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     locomo_texts,
-    open_client,
+    open_session,
     process_rss_mib,
     recorded,
     reset_state,
@@ -64,20 +64,20 @@ async def post_all(url: str, token: str, texts: list[str], run_id: str) -> float
     requests = (len(texts) + TURNS_PER_REQUEST - 1) // TURNS_PER_REQUEST
     counter = itertools.count()
 
-    async def sender(client: httpx.AsyncClient) -> None:
+    async def sender(session: aiohttp.ClientSession) -> None:
         while (number := next(counter)) < requests:
             first = number * TURNS_PER_REQUEST
             chunk = texts[first : first + TURNS_PER_REQUEST]
-            response = await client.post(
+            async with session.post(
                 f"/v1/sessions/{run_id}/turns",
                 json=turn_batch(f"user-{number % USERS}", chunk, first),
-            )
-            response.raise_for_status()
+            ) as response:
+                await response.read()
+                response.raise_for_status()
 
     started = time.perf_counter()
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(open_client(url, token)) for _ in range(SENDERS)]
-        await asyncio.gather(*(sender(client) for client in clients))
+    async with open_session(url, token, connections=SENDERS) as session:
+        await asyncio.gather(*(sender(session) for _ in range(SENDERS)))
     return time.perf_counter() - started
 
 
@@ -98,6 +98,7 @@ async def promote(
 
 
 def run(config: ServiceConfig, turns: int, locomo: Path | None, timeout_s: float) -> dict[str, Any]:
+    ensure_database(config.database_url)
     texts, source = locomo_texts(locomo, turns)
     result: dict[str, Any] = {
         "settings": {

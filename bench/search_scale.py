@@ -42,8 +42,9 @@ from bench.common import (
     TENANT,
     ServiceConfig,
     ServiceProcesses,
+    ensure_database,
     latency_summary,
-    open_client,
+    open_session,
     recorded,
     service_token,
     versions,
@@ -51,7 +52,7 @@ from bench.common import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/engram_bench_scale"
 USERS = 1000
@@ -182,10 +183,11 @@ def load(database_url: str, corpus: Corpus, target: int) -> dict[str, float]:
 
 
 async def timed_post(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], into: list[float]
+    session: aiohttp.ClientSession, path: str, body: dict[str, Any], into: list[float]
 ) -> None:
     started = time.perf_counter()
-    response = await client.post(path, json=body)
+    async with session.post(path, json=body) as response:
+        await response.read()
     into.append((time.perf_counter() - started) * 1000)
     response.raise_for_status()
 
@@ -210,7 +212,7 @@ async def measure_api(
     bodies = query_bodies(corpus, queries)
     latencies: dict[str, list[float]] = {f"search_{mode}": [] for mode in modes}
     latencies["context"] = []
-    async with open_client(url, token) as client:
+    async with open_session(url, token, connections=1) as client:
         for body in bodies[:20]:  # warm-up
             await timed_post(client, "/v1/memories/search", body, [])
         for body in bodies:
@@ -349,20 +351,10 @@ def measure_scale(
 
 
 def prepare_schema(config: ServiceConfig) -> None:
-    """Let the service create the schema (migrations) in the scale database."""
-    with psycopg.connect(_admin_url(config.database_url), autocommit=True) as connection:
-        name = config.database_url.rsplit("/", 1)[1]
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-        ).fetchone()
-        if exists is None:
-            connection.execute(f'CREATE DATABASE "{name}"')
+    """Create the scale database and let the service migrate its schema."""
+    ensure_database(config.database_url)
     with ServiceProcesses(config) as service:
         service.start_api()
-
-
-def _admin_url(database_url: str) -> str:
-    return database_url.rsplit("/", 1)[0] + "/postgres"
 
 
 def run(config: ServiceConfig, scales: list[int], queries: int) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import stat
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
+from pydantic import SecretStr
 
 from app import cli
 from app.auth import mint_token
@@ -316,6 +319,43 @@ def test_start_refused_without_keys(runtime: Runtime) -> None:
 
     with pytest.raises(ConfigurationError, match="no token key is configured"):
         create_app(settings)
+
+
+async def test_cached_token_still_expires(app_client: Any) -> None:
+    client = await app_client(AuthSettings(hs256_secret=SecretStr(TEST_SECRET), leeway_s=0))
+    token = mint_token(
+        TEST_SECRET, tenant_id="default", subject="alice", lifetime=timedelta(seconds=2)
+    )
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+
+    first = await client.get("/v1/users/alice/sessions", headers=bearer(token))
+    repeated = await client.get("/v1/users/alice/sessions", headers=bearer(token))
+    await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.2)
+    expired = await client.get("/v1/users/alice/sessions", headers=bearer(token))
+
+    assert first.status_code == 200
+    assert repeated.status_code == 200
+    assert expired.status_code == 401
+
+
+async def test_cached_token_does_not_admit_altered_copy(client: httpx.AsyncClient) -> None:
+    token = user_token("alice")
+    header, payload, signature = token.split(".")
+    forged_claims = {**jwt.decode(token, options={"verify_signature": False}), "sub": "bob"}
+    other_payload = base64url_encode(json.dumps(forged_claims).encode()).decode()
+    resigned = f"{header}.{other_payload}.{signature}"
+    flipped = "A" if signature[0] != "A" else "B"
+    altered_signature = f"{header}.{payload}.{flipped}{signature[1:]}"
+
+    genuine = await client.get("/v1/users/alice/sessions", headers=bearer(token))
+    with_other_payload = await client.get("/v1/users/bob/sessions", headers=bearer(resigned))
+    with_other_signature = await client.get(
+        "/v1/users/alice/sessions", headers=bearer(altered_signature)
+    )
+
+    assert genuine.status_code == 200
+    assert with_other_payload.status_code == 401
+    assert with_other_signature.status_code == 401
 
 
 async def test_dev_mode_needs_no_token(app_client: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench import faults, ingest, load, mem0_compare, promotion, search_scale
-from bench.common import TENANT, synthetic_texts
+from bench.common import TENANT, ensure_database, synthetic_texts
 from tests.conftest import service_token
 from tests.helpers import post_turns, turn
 from tests.mini_locomo import mini_locomo
@@ -138,7 +138,7 @@ def test_mem0_phase_scores_mini_conversation(tmp_path: Path, server_urls: tuple[
     data = tmp_path / "mini.json"
     data.write_text(json.dumps(mini_locomo()), encoding="utf-8")
     out = tmp_path / "mem0.json"
-    mem0_compare.ensure_database(mem0_compare.MEM0_DATABASE_URL)
+    ensure_database(mem0_compare.MEM0_DATABASE_URL)
 
     command = [str(mem0_compare.MEM0_PYTHON), "-m", "bench.mem0_phase", str(data)]
     command += ["--database-url", mem0_compare.MEM0_DATABASE_URL, "--out", str(out)]

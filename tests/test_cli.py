@@ -207,7 +207,7 @@ def test_serve_starts_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     result = run_cli("serve", "--port", "8123")
 
     assert result.exit_code == 0, result.output
-    assert calls[0]["args"] == ("app.main:create_app",)
+    assert calls[0]["args"] == ("app.main:create_served_app",)
     assert calls[0]["factory"] is True
     assert calls[0]["port"] == 8123
     assert calls[0]["host"] == "127.0.0.1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from structlog.testing import capture_logs
 from app.embedded import EmbeddedServers
 from app.errors import EmbeddingModelMismatchError
 from app.keys import KeyBuilder
-from app.main import attach_runtime
+from app.main import attach_runtime, create_app
 from app.runtime import open_runtime
 from app.shortterm import ShortTermStore, StoredTurn
 from embeddings.base import Embedder
@@ -191,3 +192,15 @@ async def test_unrouted_requests_get_id_and_log(
     lines = [entry for entry in logs if entry["event"] == "http.request"]
     assert [(entry["path"], entry["status"]) for entry in lines] == [(path, status)]
     assert lines[0]["request_id"] == request_id
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_startup_objects_frozen_on_request(runtime: Runtime, freeze: bool) -> None:
+    app = create_app(runtime=runtime, freeze_startup_objects=freeze)
+    try:
+        async with app.lifespan():
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+
+    assert (frozen > 0) is freeze
