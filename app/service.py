@@ -280,9 +280,11 @@ class MemoryService:
                     "supersedes names no current fact of this user; pass the id of a fact, "
                     "preference or event of theirs that has no valid_to",
                 )
-        vector = (await anyio.to_thread.run_sync(self._runtime.embedder.embed, [request.content]))[
-            0
-        ]
+        vector = (
+            await anyio.to_thread.run_sync(
+                self._runtime.embedder.embed_for_request, [request.content]
+            )
+        )[0]
         fact = NewFact(
             kind=request.kind,
             content=request.content.strip(),
@@ -346,7 +348,9 @@ class MemoryService:
                     "(GET /v1/memories lists the current ones)",
                 )
             vector = (
-                await anyio.to_thread.run_sync(self._runtime.embedder.embed, [request.content])
+                await anyio.to_thread.run_sync(
+                    self._runtime.embedder.embed_for_request, [request.content]
+                )
             )[0]
         try:
             updated = await self._runtime.facts.edit(
@@ -520,7 +524,7 @@ class MemoryService:
         vector = None
         if options.mode != "keyword":
             embedder = self._runtime.embedder
-            vector = (await anyio.to_thread.run_sync(embedder.embed, [query]))[0]
+            vector = (await anyio.to_thread.run_sync(embedder.embed_for_request, [query]))[0]
         embedded = time.perf_counter()
         count = max(self._limits.search_candidates, options.limit)
         # Vectors are read only where they are compared: diversity and context deduplication.

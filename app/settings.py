@@ -200,6 +200,21 @@ class EmbeddingSettings(BaseSettings):
     )
     batch_size: int = Field(64, ge=1, le=2048, description="Texts embedded per model call.")
     device: str = Field("cpu", description="Torch device of the local backend.")
+    request_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="CPU threads of the local model when it embeds a search query or a "
+        "remembered fact on a request's path; 0 means one per core. One keeps latency steady "
+        "when other work shares the cores.",
+    )
+    batch_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="CPU threads of the local model when the worker embeds promotion and "
+        "learning batches; 0 means one per core.",
+    )
     openai_base_url: str | None = Field(None, description="Base URL of the OpenAI-compatible API.")
     openai_api_key: SecretStr | None = Field(None, description="API key of that server.")
     openai_dimensions: int | None = Field(

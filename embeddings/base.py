@@ -31,6 +31,10 @@ class Embedder(ABC):
             )
         return vectors
 
+    def embed_for_request(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed a few texts on a request's path; backends may use fewer threads here."""
+        return self.embed(texts)
+
     @abstractmethod
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         """Embed at most ``batch_size`` texts in one model call."""

@@ -27,4 +27,10 @@ def create_embedder(settings: EmbeddingSettings) -> Embedder:
 
     from embeddings.local import LocalEmbedder  # noqa: PLC0415
 
-    return LocalEmbedder(settings.model, settings.batch_size, settings.device)
+    return LocalEmbedder(
+        settings.model,
+        settings.batch_size,
+        settings.device,
+        request_threads=settings.request_threads,
+        batch_threads=settings.batch_threads,
+    )

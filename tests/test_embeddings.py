@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
+import torch
 from pydantic import SecretStr
 
 from app.settings import EmbeddingSettings
@@ -15,7 +17,7 @@ from embeddings.local import LocalEmbedder, resolve_model_path
 from tests.openai_server import OpenAICompatibleServer, fake_vector
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 @pytest.fixture
@@ -50,6 +52,27 @@ def test_local_batches_larger_than_batch_size(embedder: LocalEmbedder) -> None:
 
     assert len(vectors) == 150
     assert vectors[7] == pytest.approx(embedder.embed(["sentence 7"])[0], abs=1e-5)
+
+
+def test_local_thread_counts_per_call() -> None:
+    embedder = create_embedder(EmbeddingSettings(request_threads=1, batch_threads=2))
+    seen: dict[str, int] = {}
+
+    def run(name: str, call: Callable[[list[str]], list[list[float]]]) -> None:
+        # PyTorch's thread count is per OS thread, so each call runs in a fresh one.
+        def target() -> None:
+            call(["Waar blijft de trein? 🚆"])
+            seen[name] = torch.get_num_threads()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+
+    run("request", embedder.embed_for_request)
+    run("batch", embedder.embed)
+
+    assert seen == {"request": 1, "batch": 2}
+    assert embedder.embed_for_request(["x"]) == embedder.embed(["x"])
 
 
 def test_unknown_local_model_is_explained() -> None:
