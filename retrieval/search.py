@@ -187,11 +187,15 @@ def _text_cte(where: str) -> str:
             SELECT m.id, t.term FROM terms t JOIN memories m ON m.search_tsv @@ t.term
             WHERE numnode(t.term) > 0 AND {where}
         ),
-        frequencies AS (SELECT term, count(*) AS documents FROM matches GROUP BY term),
         text_hits AS (
             SELECT x.id,
-                   sum(ln(1 + (total.rows - f.documents + 0.5) / (f.documents + 0.5))) AS score
-            FROM matches x JOIN frequencies f USING (term) CROSS JOIN total
+                   sum(ln(1 + (total.rows - x.documents + 0.5) / (x.documents + 0.5))) AS score
+            FROM (
+                -- A window count gives each match its term's document frequency in one
+                -- sort. A join with a grouped CTE let the planner, which expects one row
+                -- from these CTEs, regroup all matches once per match.
+                SELECT id, count(*) OVER (PARTITION BY term) AS documents FROM matches
+            ) x CROSS JOIN total
             GROUP BY x.id ORDER BY score DESC, x.id LIMIT :candidates
         ),"""
 
