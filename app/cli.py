@@ -6,8 +6,9 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -36,6 +37,8 @@ TOKEN_OPTION = click.option(
     help="Bearer token for the service (env ENGRAM_TOKEN); see `engram token`.",
 )
 
+T = TypeVar("T")
+
 
 @click.group()
 @click.version_option(package_name="engram")
@@ -54,7 +57,13 @@ def serve(host: str | None, port: int | None) -> None:
 
     from app.settings import load_settings  # noqa: PLC0415
 
-    settings = load_settings()
+    # The app factory reads its settings from the environment again, so the
+    # options go there too and its start-up log names the address in use.
+    if host is not None:
+        os.environ["ENGRAM_HOST"] = host
+    if port is not None:
+        os.environ["ENGRAM_PORT"] = str(port)
+    settings = _settings_or_exit(load_settings)
     uvicorn.run(
         "app.main:create_served_app",
         factory=True,
@@ -66,19 +75,31 @@ def serve(host: str | None, port: int | None) -> None:
     )
 
 
+def _settings_or_exit(build: Callable[[], T]) -> T:
+    """Return ``build()``, turning a configuration error into a one-line CLI error."""
+    from app.errors import ConfigurationError  # noqa: PLC0415
+
+    try:
+        return build()
+    except ConfigurationError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @main.command()
 def worker() -> None:
     """Run a promotion worker as its own process (external mode)."""
-    import prometheus_client  # noqa: PLC0415
-
+    from app.errors import ConfigurationError  # noqa: PLC0415
     from app.logging import configure_logging, get_logger  # noqa: PLC0415
+    from app.metrics import serve_worker_metrics  # noqa: PLC0415
     from app.observability import log_processors, start_error_reporting  # noqa: PLC0415
     from app.runtime import open_runtime  # noqa: PLC0415
     from app.settings import load_settings  # noqa: PLC0415
 
-    settings = load_settings()
+    settings = _settings_or_exit(load_settings)
     configure_logging(settings.server, log_processors(settings))
     start_error_reporting(settings.sentry)
+    # Checked before the model loads, so a wrong setting fails at once.
+    _settings_or_exit(lambda: settings.worker.owned_partitions(settings.redis.stream_partitions))
     if settings.embedded:
         raise click.UsageError(
             "engram worker needs REDIS_URL (or REDIS_SENTINELS) and DATABASE_URL; "
@@ -87,19 +108,21 @@ def worker() -> None:
 
     host, port = settings.worker.metrics_host, settings.worker.metrics_port
     if port:
-        # prometheus_client serves the default registry, which holds the worker's
-        # counters, from a thread of its own.
         try:
-            prometheus_client.start_http_server(port, addr=host)
+            serve_worker_metrics(host, port)
         except OSError as error:
             raise click.ClickException(
                 f"cannot serve worker metrics on {host}:{port}: {error}; set "
-                "WORKER_METRICS_PORT to a free port, or to 0 to turn the metrics server off"
+                "WORKER_METRICS_HOST to an address of this machine and WORKER_METRICS_PORT "
+                "to a free port, or WORKER_METRICS_PORT to 0 to turn the metrics server off"
             ) from error
         get_logger("worker").info("worker.metrics_serving", host=host, port=port)
 
     async def run() -> None:
-        runtime = await open_runtime(settings)
+        try:
+            runtime = await open_runtime(settings)
+        except ConfigurationError as error:
+            raise click.ClickException(str(error)) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

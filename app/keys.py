@@ -132,6 +132,11 @@ class KeyBuilder:
         return f"{self.stream(partition)}:failures"
 
     @property
+    def layout(self) -> str:
+        """String key that records the partition count and layout the first process used."""
+        return f"{self.prefix}:layout"
+
+    @property
     def learning_due(self) -> str:
         """Sorted set of sessions to learn from, scored by when they are due (epoch seconds)."""
         return f"{self._learning_tag}:due"

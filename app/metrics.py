@@ -13,9 +13,11 @@ import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
+    start_http_server,
 )
 from sqlalchemy import text
 
@@ -69,6 +71,30 @@ LEARNING_DUE = Gauge(
 MEMORIES = Gauge(
     "engram_memories", f"Long-term memories per tenant (top {TOP_TENANTS}, then other).", ["tenant"]
 )
+
+
+API_ONLY_METRICS = (
+    SEARCH_SECONDS,
+    RATE_LIMITED,
+    STREAM_LENGTH,
+    STREAM_PENDING,
+    DEAD_LETTERS,
+    PROMOTION_LAG_SECONDS,
+    LEARNING_DUE,
+    MEMORIES,
+)
+"""Metrics that only an API process fills: in a standalone worker they would stay at 0."""
+
+
+def serve_worker_metrics(host: str, port: int) -> None:
+    """Serve a standalone worker's own metrics at ``/metrics`` from a background thread.
+
+    The API-only metrics leave the registry once the port is bound, so a
+    failed start leaves the registry as it was.
+    """
+    start_http_server(port, addr=host)
+    for metric in API_ONLY_METRICS:
+        REGISTRY.unregister(metric)
 
 
 async def refresh_shared_metrics(state: State) -> None:

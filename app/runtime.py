@@ -7,6 +7,7 @@ can build one runtime and share it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import anyio.to_thread
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.audit import AuditLog
@@ -166,7 +168,12 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
             pool_pre_ping=True,
         )
         log.info("runtime.read_replica", searches="DATABASE_READ_URL")
+    keys = KeyBuilder(
+        settings.redis.key_prefix, settings.redis.stream_partitions, settings.redis.cluster
+    )
     try:
+        # Before the model loads, so a wrong Redis setting fails at once.
+        await check_redis_layout(redis, keys)
         if embedder is None:
             embedder = await anyio.to_thread.run_sync(create_embedder, settings.embeddings)
         long_term = LongTermStore(engine, settings.memory.text_search_config)
@@ -180,9 +187,6 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
             await anyio.to_thread.run_sync(embedded.stop)
         raise
 
-    keys = KeyBuilder(
-        settings.redis.key_prefix, settings.redis.stream_partitions, settings.redis.cluster
-    )
     runtime = Runtime(
         settings=settings,
         redis=redis,
@@ -266,6 +270,52 @@ def connect_redis(settings: RedisSettings, url: str | None) -> tuple[RedisClient
         )
         return cluster, None
     return Redis.from_url(url, **options), None
+
+
+async def check_redis_layout(redis: RedisClient, keys: KeyBuilder) -> None:
+    """Check that the Redis topology and the key layout match this process's settings.
+
+    The first process to start records the layout (partition count and
+    whether keys are partitioned) under ``<prefix>:layout``. A process whose
+    settings differ would read and write other keys than the rest, so it
+    raises ConfigurationError instead of starting.
+    """
+    try:
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()
+            primaries = len(redis.get_primaries())
+            if keys.partitions < primaries:
+                log.warning(
+                    "runtime.few_partitions",
+                    partitions=keys.partitions,
+                    primaries=primaries,
+                    detail="some primaries hold no partition; set REDIS_STREAM_PARTITIONS to 4 "
+                    "or more per primary (docs/scaling.md)",
+                )
+        else:
+            info = await redis.info("cluster")
+            if int(info.get("cluster_enabled", 0)):
+                raise ConfigurationError(
+                    "REDIS_URL names a node of a Redis Cluster; set REDIS_CLUSTER=true and "
+                    "REDIS_STREAM_PARTITIONS (4 or more per primary, see docs/scaling.md)"
+                )
+    except RedisClusterException as error:
+        raise ConfigurationError(
+            f"REDIS_CLUSTER is true, but REDIS_URL does not reach a cluster node ({error}); "
+            "unset REDIS_CLUSTER for a single Redis, or point REDIS_URL at a node of the cluster"
+        ) from None
+
+    wanted = json.dumps({"partitions": keys.partitions, "partitioned": keys.partitioned})
+    await redis.set(keys.layout, wanted, nx=True)
+    stored = await redis.get(keys.layout)
+    found = stored.decode() if isinstance(stored, bytes) else str(stored)
+    if found != wanted:
+        raise ConfigurationError(
+            f"Redis holds keys laid out as {found}, but this process's settings give {wanted}; "
+            "set the same REDIS_STREAM_PARTITIONS and REDIS_CLUSTER on every process. To change "
+            f"the layout, drain the streams and delete the key {keys.layout} first "
+            "(docs/scaling.md)"
+        )
 
 
 async def _close_redis(redis: RedisClient, sentinel: Sentinel | None) -> None:

@@ -11,8 +11,16 @@ import os
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigurationError
@@ -114,8 +122,9 @@ class RedisSettings(BaseSettings):
     db: int = Field(0, ge=0, description="Database number on the primary found through Sentinel.")
     cluster: bool = Field(
         False,
-        description="REDIS_URL names a node of a Redis Cluster; the client discovers the others "
-        "and follows slot moves. Keys use the partitioned layout (see REDIS_STREAM_PARTITIONS).",
+        description="REDIS_URL names a node of a Redis Cluster (redis:// or rediss://, database "
+        "0); the client discovers the others and follows slot moves. Keys use the partitioned "
+        "layout, so also set REDIS_STREAM_PARTITIONS.",
     )
     stream_partitions: int = Field(
         1,
@@ -129,10 +138,29 @@ class RedisSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_topology(self) -> RedisSettings:
-        if self.cluster and self.sentinels:
+        if not self.cluster:
+            return self
+        if self.sentinels:
             raise ValueError(
                 "REDIS_CLUSTER and REDIS_SENTINELS exclude each other: a cluster fails over "
                 "by itself; unset one of them"
+            )
+        example = "such as redis://10.0.0.5:6379/0"
+        if self.url is None:
+            raise ValueError(
+                f"REDIS_CLUSTER needs REDIS_URL naming one node of the cluster, {example}; "
+                "the embedded Redis is not a cluster"
+            )
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(
+                f"REDIS_CLUSTER needs a redis:// or rediss:// REDIS_URL, {example}; "
+                f"{parts.scheme}:// does not reach a cluster"
+            )
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError(
+                f"REDIS_CLUSTER needs database 0 in REDIS_URL, {example}: "
+                "a cluster has no other databases"
             )
         return self
 
@@ -198,7 +226,13 @@ class EmbeddingSettings(BaseSettings):
         "all-MiniLM-L6-v2",
         description="Model name; for `local`, all-MiniLM-L6-v2 loads from its installed package.",
     )
-    batch_size: int = Field(64, ge=1, le=2048, description="Texts embedded per model call.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=2048,
+        description="Texts per model call (local) or per API request (openai); unset means 16 "
+        "for local, where short batches pad less, and 64 for openai.",
+    )
     device: str = Field("cpu", description="Torch device of the local backend.")
     request_threads: int = Field(
         1,
@@ -639,8 +673,32 @@ def to_sqlalchemy_url(url: str) -> str:
 
 
 def load_settings() -> Settings:
-    """Read every settings group from the environment."""
-    return Settings()
+    """Read every settings group from the environment.
+
+    Raises ConfigurationError naming each invalid variable. The message leaves
+    out the values, because some of them (URLs, keys) may contain secrets.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigurationError(describe_invalid_settings(error)) from None
+
+
+def describe_invalid_settings(error: ValidationError) -> str:
+    """List each invalid variable and why, as one line per variable."""
+    prefixes = {}
+    for field in Settings.model_fields.values():
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseSettings):
+            prefixes[group.__name__] = group.model_config.get("env_prefix", "")
+    prefix = prefixes.get(error.title, "")
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False, include_context=False):
+        location = problem["loc"]
+        name = f"{prefix}{str(location[0]).upper()}" if location else error.title
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}" if location else message)
+    return "invalid settings: " + "; ".join(lines)
 
 
 def parse_partitions(text: str) -> list[int]:

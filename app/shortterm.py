@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError
+
 from app.keys import KeyBuilder, glob_escape
 
 if TYPE_CHECKING:
@@ -256,6 +259,13 @@ class ShortTermStore:
         return int(seconds) * 1000 + int(microseconds) // 1000
 
     async def ping(self) -> bool:
+        """Check that Redis serves commands; for a cluster, that every slot is served."""
+        if isinstance(self._redis, RedisCluster):
+            info = await self._redis.cluster_info()
+            state = info.get("cluster_state")
+            if state != "ok":
+                raise ClusterDownError(f"the Redis Cluster reports cluster_state {state}")
+            return True
         return bool(await self._redis.ping())
 
     async def _load(self, turns_key: str, turn_ids: list[Any]) -> list[StoredTurn]:

@@ -46,6 +46,10 @@ log = get_logger("worker")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    # A cluster that lost a primary answers these until a replica takes over.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     ConnectionError,

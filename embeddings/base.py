@@ -21,10 +21,7 @@ class Embedder(ABC):
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed texts in batches of ``batch_size``; blocking, so call it from a worker thread."""
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            vectors.extend(normalize(vector) for vector in self._embed_batch(batch))
+        vectors = [normalize(vector) for vector in self._embed_all(texts)]
         if len(vectors) != len(texts):
             raise EmbeddingError(
                 f"{self.model_name} returned {len(vectors)} vectors for {len(texts)} texts"
@@ -34,6 +31,13 @@ class Embedder(ABC):
     def embed_for_request(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed a few texts on a request's path; backends may use fewer threads here."""
         return self.embed(texts)
+
+    def _embed_all(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed texts in order, ``batch_size`` texts per ``_embed_batch`` call."""
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors.extend(self._embed_batch(list(texts[start : start + self.batch_size])))
+        return vectors
 
     @abstractmethod
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:

@@ -55,6 +55,10 @@ class LocalEmbedder(Embedder):
         # The model loads from disk; never let the hub client try the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415  (slow import)
+        from transformers.utils import logging as transformers_logging  # noqa: PLC0415
+
+        # Its "Loading weights" progress bar would break the one-JSON-object-per-line logs.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         path = resolve_model_path(model)
         self._model = SentenceTransformer(path, device=device)
@@ -76,6 +80,11 @@ class LocalEmbedder(Embedder):
     def embed_for_request(self, texts: Sequence[str]) -> list[list[float]]:
         self._torch.set_num_threads(self._request_threads)
         return super().embed(texts)
+
+    def _embed_all(self, texts: Sequence[str]) -> list[list[float]]:
+        # sentence-transformers sorts the texts by length before it cuts them into
+        # batches of batch_size, so one call over all of them pads each batch least.
+        return self._embed_batch(list(texts))
 
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         matrix = self._model.encode(

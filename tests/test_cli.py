@@ -278,8 +278,10 @@ async def test_worker_process_promotes_and_stops_cleanly(
 
     assert "engram_promoted_turns_total 3.0" in metrics
     assert "engram_embedding_batch_seconds_count" in metrics
+    assert "engram_stream_length" not in metrics  # the API reports it, from Redis
     assert process.returncode == 0, output
     assert "worker.stopped" in output
+    assert all(line.startswith("{") for line in output.splitlines() if line), output
     stored = await runtime.long_term.all_memories("default", "cli-worker")
     assert sorted(memory.content for memory in stored) == sorted(turn.content for turn in turns)
 
@@ -313,3 +315,46 @@ def test_worker_reports_a_busy_metrics_port(
     assert result.exit_code == 1
     assert "cannot serve worker metrics" in result.output
     assert "WORKER_METRICS_PORT" in result.output
+
+
+def test_worker_rejects_partitions_before_loading(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings.redis.url is not None
+    assert settings.database.url is not None
+    monkeypatch.setenv("REDIS_URL", settings.redis.url)
+    monkeypatch.setenv("DATABASE_URL", settings.database.url)
+    monkeypatch.setenv("REDIS_STREAM_PARTITIONS", "6")
+    monkeypatch.setenv("WORKER_PARTITIONS", "3-9")
+
+    result = CliRunner().invoke(cli.main, ["worker"])
+
+    assert result.exit_code == 1
+    assert "WORKER_PARTITIONS names partition 6" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_invalid_settings_name_variables_not_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:Sup3rS3cretPw@127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    monkeypatch.setenv("REDIS_SENTINELS", '["127.0.0.1:26379"]')
+
+    result = CliRunner().invoke(cli.main, ["worker"])
+
+    assert result.exit_code == 1
+    assert "REDIS_CLUSTER and REDIS_SENTINELS exclude each other" in result.output
+    assert "Sup3r" not in result.output
+
+
+def test_serve_passes_address_to_app_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: dict[str, Any] = {}
+    monkeypatch.setattr("uvicorn.run", lambda *_args, **options: started.update(options))
+    # Set here so that monkeypatch restores both after the command overwrites them.
+    monkeypatch.setenv("ENGRAM_PORT", "8000")
+    monkeypatch.setenv("ENGRAM_HOST", "127.0.0.1")
+
+    result = CliRunner().invoke(cli.main, ["serve", "--port", "18481", "--host", "127.0.0.2"])
+
+    assert result.exit_code == 0, result.output
+    assert (started["host"], started["port"]) == ("127.0.0.2", 18481)
+    assert (os.environ["ENGRAM_HOST"], os.environ["ENGRAM_PORT"]) == ("127.0.0.2", "18481")

@@ -54,6 +54,29 @@ def test_local_batches_larger_than_batch_size(embedder: LocalEmbedder) -> None:
     assert vectors[7] == pytest.approx(embedder.embed(["sentence 7"])[0], abs=1e-5)
 
 
+def test_local_order_survives_length_sorting(embedder: LocalEmbedder) -> None:
+    texts = ["kort", "een veel langere zin over de trein naar Utrecht 🚆 " * 5, "مرحبا", "x y"]
+
+    together = embedder.embed(texts)
+
+    for text, vector in zip(texts, together, strict=True):
+        assert vector == pytest.approx(embedder.embed([text])[0], abs=1e-5)
+
+
+def test_batch_size_defaults_per_backend(openai_server: OpenAICompatibleServer) -> None:
+    local = create_embedder(EmbeddingSettings())
+    remote = create_embedder(
+        EmbeddingSettings(
+            backend="openai",
+            model="text-embedding-3-small",
+            openai_base_url=openai_server.base_url,
+            openai_api_key=SecretStr("test-key"),
+        )
+    )
+
+    assert (local.batch_size, remote.batch_size) == (16, 64)
+
+
 def test_local_thread_counts_per_call() -> None:
     embedder = create_embedder(EmbeddingSettings(request_threads=1, batch_threads=2))
     seen: dict[str, int] = {}

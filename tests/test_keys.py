@@ -12,7 +12,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from app.errors import ConfigurationError
 from app.keys import KeyBuilder, glob_escape, partition_tags
-from app.settings import RedisSettings, WorkerSettings, parse_partitions
+from app.settings import RedisSettings, WorkerSettings, load_settings, parse_partitions
 
 
 def _slots(keys: KeyBuilder, tenant_id: str, user_id: str, session_id: str) -> set[int]:
@@ -117,3 +117,31 @@ def test_worker_partitions_beyond_count_rejected() -> None:
 def test_cluster_and_sentinels_exclude_each_other() -> None:
     with pytest.raises(ValidationError, match="exclude each other"):
         RedisSettings(cluster=True, sentinels=["127.0.0.1:26379"])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (None, "needs REDIS_URL naming one node"),
+        ("unix:///run/redis.sock", "needs a redis:// or rediss:// REDIS_URL"),
+        ("redis://10.0.0.5:6379/3", "needs database 0"),
+    ],
+)
+def test_cluster_url_is_checked(url: str | None, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RedisSettings(cluster=True, url=url)
+
+
+def test_cluster_url_accepts_database_zero() -> None:
+    assert RedisSettings(cluster=True, url="redis://10.0.0.5:6379/0").cluster
+    assert RedisSettings(cluster=True, url="rediss://10.0.0.5:6379").cluster
+
+
+def test_settings_errors_name_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_STREAM_PARTITIONS", "0")
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+
+    assert str(raised.value).startswith("invalid settings: REDIS_STREAM_PARTITIONS: ")
+    assert "greater than or equal to 1" in str(raised.value)

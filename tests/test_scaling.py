@@ -24,6 +24,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from app.errors import ConfigurationError
 from app.facts import NewFact
 from app.keys import KeyBuilder
 from app.main import attach_runtime, create_app
@@ -316,6 +317,23 @@ class ClusterSetup:
 
 
 @pytest.fixture
+def plain_redis(tmp_path: Path) -> Iterator[int]:
+    """A standalone redis-server on a free port; yields the port."""
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603  (fixed arguments, own port)
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with redis.Redis(port=port) as node:
+            _wait_for(node.ping, 30, "the plain Redis starting")
+        yield port
+    finally:
+        _stop_all([server])
+
+
+@pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[ClusterSetup]:
     setup = ClusterSetup(tmp_path)
     try:
@@ -482,6 +500,79 @@ async def _count_promoted(database_url: str, users: list[str]) -> int:
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
+
+
+@needs_redis_binaries
+async def test_cluster_outage_shows_in_ready_not_metrics(
+    redis_cluster: ClusterSetup, server_urls: tuple[str, str], embedder: LocalEmbedder
+) -> None:
+    settings = make_settings(redis_cluster.url, server_urls[1])
+    settings.redis.cluster = True
+    settings.redis.stream_partitions = 3
+    settings.redis.socket_timeout_s = 2.0
+    runtime = await open_runtime(settings, embedder=embedder)
+    app = create_app(runtime=runtime)
+    attach_runtime(app, runtime)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            before = await client.get("/ready")
+            redis_cluster.processes[2].terminate()
+            redis_cluster.processes[2].wait(timeout=10)
+
+            async def cluster_failed() -> bool:
+                return (await client.get("/ready")).status_code == 503
+
+            await wait_until(cluster_failed, timeout_s=30)
+            ready = (await client.get("/ready")).json()
+            metrics = await client.get("/metrics")
+    finally:
+        await runtime.close()
+
+    assert before.status_code == 200
+    assert ready["checks"]["redis"].startswith("unavailable")
+    assert metrics.status_code == 200
+    assert "engram_http_requests_total" in metrics.text
+
+
+@needs_redis_binaries
+async def test_wrong_redis_topology_is_named(
+    redis_cluster: ClusterSetup,
+    server_urls: tuple[str, str],
+    embedder: LocalEmbedder,
+    plain_redis: int,
+) -> None:
+    not_cluster = make_settings(redis_cluster.url, server_urls[1])
+    plain = make_settings(f"redis://127.0.0.1:{plain_redis}/0", server_urls[1])
+    plain.redis.cluster = True
+
+    with pytest.raises(ConfigurationError, match="set REDIS_CLUSTER=true"):
+        await open_runtime(not_cluster, embedder=embedder)
+    with pytest.raises(ConfigurationError, match="does not reach a cluster node"):
+        await open_runtime(plain, embedder=embedder)
+
+
+async def test_layout_mismatch_stops_start_up(
+    server_urls: tuple[str, str], embedder: LocalEmbedder
+) -> None:
+    first = make_settings(*server_urls)
+    first.redis.key_prefix = "engram-layout"
+    first.redis.stream_partitions = 4
+    second = make_settings(*server_urls)
+    second.redis.key_prefix = "engram-layout"
+    second.redis.stream_partitions = 2
+
+    runtime = await open_runtime(first, embedder=embedder)
+    try:
+        with pytest.raises(ConfigurationError, match="set the same REDIS_STREAM_PARTITIONS"):
+            await open_runtime(second, embedder=embedder)
+        stored = await runtime.redis.get("engram-layout:layout")
+    finally:
+        keys = [key async for key in runtime.redis.scan_iter(match="engram-layout:*")]
+        await runtime.redis.delete(*keys)
+        await runtime.close()
+
+    assert stored == b'{"partitions": 4, "partitioned": true}'
 
 
 async def test_workers_split_partitioned_streams_on_one_redis(
