@@ -119,11 +119,20 @@ class PromotionWorker:
             )
         if self.learner is not None:
             helpers.append(asyncio.create_task(self.learner.run(stop), name="learning"))
+        halt = asyncio.Event()
+        loops = [
+            asyncio.create_task(self._consume(stop, halt, partition), name=f"promote-{partition}")
+            for partition in self.partitions
+        ]
         try:
-            async with asyncio.TaskGroup() as group:
-                for partition in self.partitions:
-                    group.create_task(self._consume(stop, partition), name=f"promote-{partition}")
+            await asyncio.gather(*loops)
         finally:
+            # A cancelled worker also halts its loops by event, because a database
+            # driver can turn a cancellation into an error that a loop would retry.
+            halt.set()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
             for helper in helpers:
                 # A cancelled worker (stop never set) must not wait out a helper's sleep,
                 # such as the retention task's purge interval.
@@ -132,9 +141,9 @@ class PromotionWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
 
-    async def _consume(self, stop: asyncio.Event, partition: int) -> None:
+    async def _consume(self, stop: asyncio.Event, halt: asyncio.Event, partition: int) -> None:
         delay = self._settings.retry_initial_s
-        while not stop.is_set():
+        while not (stop.is_set() or halt.is_set()):
             try:
                 await self.run_once(partition)
                 delay = self._settings.retry_initial_s
@@ -148,7 +157,7 @@ class PromotionWorker:
                     retry_in_s=delay,
                     held_events=len(self._held.get(partition, [])),
                 )
-                await _sleep_unless_stopped(stop, delay)
+                await _sleep_unless_set(delay, stop, halt)
                 delay = min(delay * 2, self._settings.retry_max_s)
             except Exception:
                 _raise_if_cancelled()
@@ -159,7 +168,7 @@ class PromotionWorker:
                     partition=partition,
                     retry_in_s=delay,
                 )
-                await _sleep_unless_stopped(stop, delay)
+                await _sleep_unless_set(delay, stop, halt)
                 delay = min(delay * 2, self._settings.retry_max_s)
         log.info("worker.stopped", consumer=self.consumer, partition=partition)
 
@@ -351,6 +360,11 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+async def _sleep_unless_set(seconds: float, *events: asyncio.Event) -> None:
+    """Wait ``seconds``, or less when one of ``events`` is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -41,8 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 TENANT = "bench"
 SERVICE_SCOPES = ("memory:read", "memory:write", "memory:delete")
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/engram_bench"
+# Every benchmark flushes this Redis database and truncates this Postgres database.
+DEFAULT_REDIS_URL = os.environ.get("ENGRAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+DEFAULT_DATABASE_URL = os.environ.get(
+    "ENGRAM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/engram_bench"
+)
 START_TIMEOUT_S = 180.0
 
 _WORDS = (  # noqa: SIM905  (a vocabulary reads best as one string)
@@ -156,6 +159,14 @@ def versions(database_url: str, redis_url: str) -> dict[str, str]:
     client = redis.Redis.from_url(redis_url)
     found["redis"] = str(client.info("server")["redis_version"])
     client.close()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607  (git from PATH, fixed arguments)
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found["engram_commit"] = commit.stdout.strip() or "unknown"
     return found
 
 

@@ -47,19 +47,23 @@ def main() -> None:
     arguments = parser.parse_args()
     scale = SCALES[arguments.scale]
     config = ServiceConfig()
-
-    result = ingest.run(config, [1, 16, 64], scale["ingest_requests"], [1, 10])
-    print(write_result("ingest", result))
-    result = promotion.run(config, scale["promotion_turns"], arguments.locomo, timeout_s=1800)
-    print(write_result("promotion", result))
-    scale_config = ServiceConfig(database_url=search_scale.DEFAULT_DATABASE_URL)
-    result = search_scale.run(scale_config, scale["memories"], scale["queries"])
-    print(write_result("search_scale", result))
-    result = load.run(config, scale["load_users"], scale["load_seconds"])
-    print(write_result("load", result))
     if arguments.locomo is not None:
-        result = mem0_compare.run(arguments.locomo, scale["conversations"], config)
-        print(write_result("mem0_compare", result))
+        mem0_compare.require_mem0_python()  # before the other benchmarks, not after them
+
+    def save(name: str, result: dict[str, Any]) -> None:
+        result["scale"] = arguments.scale
+        print(write_result(name, result))
+
+    save("ingest", ingest.run(config, [1, 16, 64], scale["ingest_requests"], [1, 10]))
+    save(
+        "promotion",
+        promotion.run(config, scale["promotion_turns"], arguments.locomo, timeout_s=1800),
+    )
+    scale_config = ServiceConfig(database_url=search_scale.DEFAULT_DATABASE_URL)
+    save("search_scale", search_scale.run(scale_config, scale["memories"], scale["queries"]))
+    save("load", load.run(config, scale["load_users"], scale["load_seconds"]))
+    if arguments.locomo is not None:
+        save("mem0_compare", mem0_compare.run(arguments.locomo, scale["conversations"], config))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -54,7 +55,9 @@ from bench.common import (
 if TYPE_CHECKING:
     import aiohttp
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/engram_bench_scale"
+DEFAULT_DATABASE_URL = os.environ.get(
+    "ENGRAM_BENCH_SCALE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/engram_bench_scale"
+)
 USERS = 1000
 CENTRES = 1000
 DIMENSION = 384

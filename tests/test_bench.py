@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench import faults, ingest, load, mem0_compare, promotion, search_scale
-from bench.common import TENANT, ensure_database, synthetic_texts
+from bench.common import TENANT, ServiceConfig, ensure_database, synthetic_texts
 from tests.conftest import service_token
 from tests.helpers import post_turns, turn
 from tests.mini_locomo import mini_locomo
@@ -112,7 +112,10 @@ async def test_faults_verdict_finds_lost_turns(
 def test_mem0_comparison_summary() -> None:
     engram = {
         "turns_per_s_to_searchable": 60.0,
-        "timings": {"search_hybrid": {"p50_ms": 20.0, "p95_ms": 30.0}},
+        "timings": {
+            "search_semantic": {"p50_ms": 12.0, "p95_ms": 18.0},
+            "search_hybrid": {"p50_ms": 20.0, "p95_ms": 30.0},
+        },
         "rankings": {
             "hybrid": {"all": {"recall@10": 0.7}},
             "semantic": {"all": {"recall@10": 0.5}},
@@ -128,6 +131,18 @@ def test_mem0_comparison_summary() -> None:
 
     assert summary["to_searchable_speedup"] == 3.0
     assert summary["recall_at_10_all"]["mem0"] == 0.45
+    expected_p50 = {"engram_semantic": 12.0, "engram_hybrid": 20.0, "mem0": 15.0}
+    assert summary["search_p50_ms"] == expected_p50
+    assert summary["search_p95_ms"]["engram_semantic"] == 18.0
+
+
+def test_mem0_comparison_stops_without_mem0(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(mem0_compare, "MEM0_PYTHON", tmp_path / "missing" / "python")
+
+    with pytest.raises(SystemExit, match="set MEM0_PYTHON"):
+        mem0_compare.run(tmp_path / "locomo10.json", 1, ServiceConfig())
 
 
 @pytest.mark.slow
