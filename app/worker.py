@@ -46,7 +46,7 @@ log = get_logger("worker")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
-    # A cluster that lost a primary answers these until a replica takes over.
+    # A cluster that lost a primary returns these errors until a replica takes over.
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
@@ -125,7 +125,11 @@ class PromotionWorker:
             for partition in self.partitions
         ]
         try:
-            await asyncio.gather(*loops)
+            # asyncio.wait, unlike gather, returns at once when this task is cancelled,
+            # even if a loop has not seen its own cancellation yet.
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for loop in done:
+                loop.result()
         finally:
             # A cancelled worker also halts its loops by event, because a database
             # driver can turn a cancellation into an error that a loop would retry.
