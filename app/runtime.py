@@ -305,13 +305,13 @@ async def check_redis_layout(redis: RedisClient, keys: KeyBuilder) -> None:
             "unset REDIS_CLUSTER for a single Redis, or point REDIS_URL at a node of the cluster"
         ) from None
 
-    wanted = json.dumps({"partitions": keys.partitions, "partitioned": keys.partitioned})
-    await redis.set(keys.layout, wanted, nx=True)
+    expected = json.dumps({"partitions": keys.partitions, "partitioned": keys.partitioned})
+    await redis.set(keys.layout, expected, nx=True)
     stored = await redis.get(keys.layout)
     found = stored.decode() if isinstance(stored, bytes) else str(stored)
-    if found != wanted:
+    if found != expected:
         raise ConfigurationError(
-            f"Redis holds keys laid out as {found}, but this process's settings give {wanted}; "
+            f"Redis holds keys laid out as {found}, but this process's settings expect {expected}; "
             "set the same REDIS_STREAM_PARTITIONS and REDIS_CLUSTER on every process. To change "
             f"the layout, drain the streams and delete the key {keys.layout} first "
             "(docs/scaling.md)"

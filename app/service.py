@@ -280,11 +280,7 @@ class MemoryService:
                     "supersedes names no current fact of this user; pass the id of a fact, "
                     "preference or event of theirs that has no valid_to",
                 )
-        vector = (
-            await anyio.to_thread.run_sync(
-                self._runtime.embedder.embed_for_request, [request.content]
-            )
-        )[0]
+        vector = await self._embed_for_request(request.content)
         fact = NewFact(
             kind=request.kind,
             content=request.content.strip(),
@@ -347,11 +343,7 @@ class MemoryService:
                     "this memory was superseded, so it is history; edit the current fact "
                     "(GET /v1/memories lists the current ones)",
                 )
-            vector = (
-                await anyio.to_thread.run_sync(
-                    self._runtime.embedder.embed_for_request, [request.content]
-                )
-            )[0]
+            vector = await self._embed_for_request(request.content)
         try:
             updated = await self._runtime.facts.edit(
                 tenant_id,
@@ -495,6 +487,11 @@ class MemoryService:
             summary_id=summary_id if assembled.summary_used else None,
         )
 
+    async def _embed_for_request(self, text: str) -> list[float]:
+        """Embed one text on a request's path, in a worker thread."""
+        embedder = self._runtime.embedder
+        return (await anyio.to_thread.run_sync(embedder.embed_for_request, [text]))[0]
+
     def render_memories(self, hits: Sequence[Hit]) -> str:
         """Render the system message that lists long-term memories."""
         line = self._runtime.prompts["context_memory_line"]
@@ -523,8 +520,7 @@ class MemoryService:
         started = time.perf_counter()
         vector = None
         if options.mode != "keyword":
-            embedder = self._runtime.embedder
-            vector = (await anyio.to_thread.run_sync(embedder.embed_for_request, [query]))[0]
+            vector = await self._embed_for_request(query)
         embedded = time.perf_counter()
         count = max(self._limits.search_candidates, options.limit)
         # Vectors are read only where they are compared: diversity and context deduplication.
